@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch: a CPU build first, so that no multi-GB CUDA build is pulled in on a CPU machine.
+TORCH ?= torch==2.13.0
+export MUJOCO_GL ?= egl
+
+.PHONY: demo test lint install sysdeps clean bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH) || $(BIN)/pip install -q "torch>=2.4"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: sysdeps $(VENV)/.installed
+
+# Headless GL for camera rendering (EGL and the OSMesa fallback); skipped when present.
+sysdeps:
+	@if ! ldconfig -p | grep -q libEGL.so.1 || ! ldconfig -p | grep -q libOSMesa; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libosmesa6 >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq libegl1 libgl1 libosmesa6 >/dev/null; fi; fi
+
+demo: install
+	$(BIN)/robotworld demo
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check robotworld sims policies tests
+
+bench: install
+	$(BIN)/robotworld bench env --task pick_place
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,106 @@
+"""The arm controller shared by both engines: damped-least-squares IK with a posture null space.
+
+An end-effector delta (position, yaw) becomes a joint target that respects the joint position
+limits and the per-step velocity limits of the robot description.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sims import robot
+
+# Cartesian workspace of the tool centre point (m). Below z=0 lies the table: a policy may
+# drive the fingers into it, and that is reported as a collision, never prevented.
+WS_LOW = np.array([0.2, -0.45, -0.02])
+WS_HIGH = np.array([0.8, 0.45, 0.55])
+_DAMPING2 = 0.05**2
+_NULL_GAIN = 0.3
+_LIMIT_MARGIN = 0.02
+_I6 = np.eye(6)
+_I7 = np.eye(7)
+
+
+def down_rotation(yaw: float) -> np.ndarray:
+    """Tool frame pointing straight down, turned by yaw about the world z axis. (3, 3)"""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+
+
+def tool_yaw(rot: np.ndarray) -> float:
+    """Yaw of a tool frame about world z, from its x axis. rot: (3, 3)"""
+    return math.atan2(rot[1, 0], rot[0, 0])
+
+
+def orientation_error(rot: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotation vector (3,) that turns rot towards target (small-angle form)."""
+    return 0.5 * (np.cross(rot[:, 0], target[:, 0]) + np.cross(rot[:, 1], target[:, 1])
+                  + np.cross(rot[:, 2], target[:, 2]))
+
+
+def ik_step(jac: np.ndarray, pos_err: np.ndarray, rot_err: np.ndarray, q: np.ndarray,
+            dt: float) -> np.ndarray:
+    """Joint target one control step ahead.
+
+    Args:
+        jac: (6, 7) translational then rotational Jacobian of the tool point.
+        pos_err, rot_err: (3,) each, the pose error to remove in this step.
+        q: (7,) current joint positions.
+        dt: control period in seconds, for the velocity limits.
+    Returns:
+        (7,) joint target inside position limits, at most DQ_MAX * dt from q.
+    """
+    err = np.concatenate((pos_err, rot_err))
+    jjt = jac @ jac.T
+    jjt[np.diag_indices(6)] += _DAMPING2
+    solve = np.linalg.solve(jjt, np.concatenate((err[:, None], jac), axis=1))
+    dq = jac.T @ solve[:, 0]
+    dq += (_I7 - jac.T @ solve[:, 1:]) @ (_NULL_GAIN * (robot.HOME_Q - q))
+    return clamp_joint_target(q, q + dq, dt)
+
+
+def clamp_joint_target(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
+    """Clamp a (7,) joint target to the velocity limits over dt and the position limits."""
+    step = robot.DQ_MAX * dt
+    target = np.clip(target, q - step, q + step)
+    return np.clip(target, robot.Q_MIN + _LIMIT_MARGIN, robot.Q_MAX - _LIMIT_MARGIN)
+
+
+class EEController:
+    """Turns [-1, 1] actions into joint and finger targets.
+
+    In 'ee' mode an action is (dx, dy, dz, dyaw, grip); in 'joint' mode (dq1..dq7, grip).
+    grip +1 opens the fingers fully and -1 closes them.
+    """
+
+    def __init__(self, max_ee_step: float, max_yaw_step: float, max_joint_step: float,
+                 dt: float, mode: str = "ee") -> None:
+        self.max_ee_step, self.max_yaw_step = max_ee_step, max_yaw_step
+        self.max_joint_step, self.dt, self.mode = max_joint_step, dt, mode
+        self.target_pos = np.zeros(3)
+        self.target_yaw = 0.0
+
+    def reset(self, tcp_pos: np.ndarray, tcp_rot: np.ndarray) -> None:
+        self.target_pos = tcp_pos.copy()
+        self.target_yaw = tool_yaw(tcp_rot)
+
+    def command(self, action: np.ndarray, q: np.ndarray, tcp_pos: np.ndarray,
+                tcp_rot: np.ndarray, jac: np.ndarray) -> np.ndarray:
+        """(9,) actuator targets: seven joints, two fingers."""
+        grip = 0.5 * (float(action[-1]) + 1.0) * robot.FINGER_MAX
+        if self.mode == "joint":
+            qt = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
+            return np.concatenate((qt, (grip, grip)))
+        # The target integrates the deltas but never runs more than two steps ahead of the
+        # tool, so a blocked arm does not wind up.
+        lead = 2 * self.max_ee_step
+        tp = self.target_pos + action[:3] * self.max_ee_step
+        tp = np.clip(np.clip(tp, tcp_pos - lead, tcp_pos + lead), WS_LOW, WS_HIGH)
+        self.target_pos = tp
+        yaw = self.target_yaw + float(action[3]) * self.max_yaw_step
+        self.target_yaw = (yaw + math.pi) % (2 * math.pi) - math.pi
+        rot_err = orientation_error(tcp_rot, down_rotation(self.target_yaw))
+        qt = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)
+        return np.concatenate((qt, (grip, grip)))

@@ -1,0 +1,159 @@
+"""The Gymnasium environment shared by every task and both engines."""
+
+from __future__ import annotations
+
+import string
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from sims import scene, tasks
+from sims.config import TaskConfig
+from sims.control import EEController
+from sims.physics import EpisodeSpec, Physics, WorldState
+
+PROPRIO_DIM = 22  # q (7), dq (7), finger opening (1), tcp position (3), tcp quaternion (4)
+OBJECT_DIM = 7  # position (3), quaternion w x y z (4)
+INSTRUCTION_LEN = 128
+_CHARSET = string.ascii_lowercase + string.digits + " ,.'-"
+
+
+def _mat_to_quat(rot: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation to a w, x, y, z unit quaternion with w >= 0."""
+    m = rot
+    w = np.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
+    x = np.copysign(np.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2, m[2, 1] - m[1, 2])
+    y = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2, m[0, 2] - m[2, 0])
+    z = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2, m[1, 0] - m[0, 1])
+    return np.array([w, x, y, z])
+
+
+def make_physics(cfg: TaskConfig, sim: str) -> Physics:
+    if sim == "mujoco":
+        from sims.mujoco_physics import MujocoPhysics
+        return MujocoPhysics(cfg)
+    if sim == "pybullet":
+        from sims.bullet_physics import BulletPhysics
+        return BulletPhysics(cfg)
+    raise ValueError(f"unknown sim '{sim}': expected 'mujoco' or 'pybullet'")
+
+
+class RobotworldEnv(gym.Env):
+    """A table-top manipulation task on a 7-DoF arm with a parallel-jaw gripper.
+
+    Observation (dict): ``proprio`` (22,), ``objects`` (N*7,), ``goal`` (3,), ``instruction``
+    (text) and ``image_front`` / ``image_wrist`` (H, W, 3) uint8 when cameras are on.
+    Action: (5,) in [-1, 1]: tool delta x, y, z, delta yaw, gripper (+1 open, -1 close);
+    in joint mode (8,): seven joint deltas and the gripper.
+    ``info``: ``is_success``, ``is_grasped``, ``collision``, and ``sim_unstable`` when the
+    physics diverged (the episode then ends with a warning).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, cfg: TaskConfig, sim: str = "mujoco", render_mode: str | None = None):
+        self.cfg, self.sim, self.render_mode = cfg, sim, render_mode
+        self.physics = make_physics(cfg, sim)
+        self.nobj = scene.num_objects(cfg)
+        dt = 1.0 / cfg.control_hz
+        self.controller = EEController(cfg.max_ee_step, cfg.max_yaw_step, cfg.max_joint_step,
+                                       dt, cfg.action_mode)
+        adim = 5 if cfg.action_mode == "ee" else 8
+        self.action_space = spaces.Box(-1.0, 1.0, (adim,), np.float32)
+        obs = {
+            "proprio": spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
+            "objects": spaces.Box(-np.inf, np.inf, (self.nobj * OBJECT_DIM,), np.float32),
+            "goal": spaces.Box(-np.inf, np.inf, (3,), np.float32),
+            "instruction": spaces.Text(INSTRUCTION_LEN, charset=_CHARSET),
+        }
+        h, w = cfg.image_size
+        for cam in cfg.cameras:
+            obs[f"image_{cam}"] = spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.observation_space = spaces.Dict(obs)
+        self.episode: EpisodeSpec | None = None
+        self._state: WorldState | None = None
+        self._steps = 0
+        self._sampler = tasks.SAMPLERS[cfg.task]
+
+    # ---- gym API ---------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.episode = self._sampler(self.np_random, self.cfg)
+        self.physics.reset(self.episode)
+        self._state = self.physics.state()
+        self.controller.reset(self._state.tcp_pos, self._state.tcp_rot)
+        self._steps = 0
+        return self._obs(), self._info(False, False)
+
+    def step(self, action):
+        if self.episode is None:
+            raise RuntimeError("call reset() before step()")
+        a = self._check_action(action)
+        s = self._state
+        ctrl = self.controller.command(a, s.q, s.tcp_pos, s.tcp_rot, self.physics.jacobian())
+        stable = self.physics.step(ctrl)
+        self._steps += 1
+        truncated = self._steps >= self.cfg.episode_length
+        if not stable:
+            warnings.warn(f"{self.cfg.task}: simulation went unstable at step {self._steps}; "
+                          "ending the episode", RuntimeWarning, stacklevel=2)
+            self.physics.reset(self.episode)  # a finite state for the last observation
+            self._state = self.physics.state()
+            info = self._info(False, True)
+            return self._obs(), 0.0, True, truncated, info
+        self._state = s = self.physics.state()
+        ok = tasks.success(self.cfg.task, s, self.episode, self.cfg)
+        if self.cfg.reward_type == "sparse":
+            reward = float(ok)
+        else:
+            reward = 1.0 if ok else tasks.dense_reward(self.cfg.task, s, self.episode)
+        terminated = ok and self.cfg.terminate_on_success
+        return self._obs(), reward, terminated, truncated, self._info(ok, False)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        h, w = self.cfg.image_size
+        return self.physics.render("front", h, w)
+
+    def close(self):
+        self.physics.close()
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _check_action(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} "
+                             f"({'dx dy dz dyaw grip' if a.size == 5 else 'action_mode'}"
+                             f" = {self.cfg.action_mode})")
+        if not np.isfinite(a).all():
+            raise ValueError(f"action {a.tolist()} contains NaN or infinite values; expected "
+                             "finite numbers in [-1, 1]")
+        return np.clip(a, -1.0, 1.0)
+
+    def _obs(self) -> dict[str, Any]:
+        s = self._state
+        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, _mat_to_quat(s.tcp_rot)))
+        objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1).ravel()
+        obs = {"proprio": proprio.astype(np.float32), "objects": objects.astype(np.float32),
+               "goal": self.episode.goal.astype(np.float32),
+               "instruction": self.episode.instruction}
+        h, w = self.cfg.image_size
+        for cam in self.cfg.cameras:
+            obs[f"image_{cam}"] = self.physics.render(cam, h, w)
+        return obs
+
+    def _info(self, ok: bool, unstable: bool) -> dict[str, Any]:
+        s = self._state
+        info = {"is_success": ok, "is_grasped": s.grasped, "collision": s.collision}
+        if unstable:
+            info["sim_unstable"] = True
+        return info
+
+    # ---- privileged access for scripted experts ----------------------------------------------
+    @property
+    def world_state(self) -> WorldState:
+        return self._state

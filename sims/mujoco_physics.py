@@ -1,0 +1,147 @@
+"""MuJoCo backend: named accessors over MjModel / MjData, kept apart from task logic."""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+
+from sims import robot, scene
+from sims.config import TaskConfig
+from sims.physics import EpisodeSpec, WorldState
+
+_KIND_STATIC, _KIND_ARM, _KIND_LEFT, _KIND_RIGHT, _KIND_OBJ = 1, 2, 3, 4, 10
+
+
+def yaw_quat(yaw: float) -> np.ndarray:
+    return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
+
+
+class MujocoPhysics:
+    """One MuJoCo simulation of a task scene."""
+
+    def __init__(self, cfg: TaskConfig, model: mujoco.MjModel | None = None) -> None:
+        self.cfg = cfg
+        self.model = model if model is not None else mujoco.MjModel.from_xml_string(
+            scene.build_mjcf(cfg))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.nobj = scene.num_objects(cfg)
+        self.substeps = cfg.substeps
+        self._tcp = m.site("tcp").id
+        self._goal_site = m.site("goal").id
+        self._zone = m.geom("zone").id
+        self._obj_geom = np.array([m.geom(f"obj{i}").id for i in range(self.nobj)])
+        self._obj_adr = np.array([m.jnt_qposadr[m.joint(f"obj{i}").id] for i in range(self.nobj)])
+        self._obj_dof = np.array([m.jnt_dofadr[m.joint(f"obj{i}").id] for i in range(self.nobj)])
+        self._obstacles = np.array([m.geom(f"obstacle{i}").id for i in range(cfg.num_obstacles)],
+                                   dtype=int)
+        kind = np.zeros(m.ngeom, dtype=np.int64)
+        for g in range(m.ngeom):
+            name = m.geom(g).name
+            if name == "table" or name.startswith("obstacle"):
+                kind[g] = _KIND_STATIC
+            elif name.startswith(("link", "hand")) and m.geom_contype[g]:
+                kind[g] = _KIND_ARM
+        kind[m.geom("finger_left").id] = _KIND_LEFT
+        kind[m.geom("finger_right").id] = _KIND_RIGHT
+        kind[self._obj_geom] = _KIND_OBJ + np.arange(self.nobj)
+        self._kind = kind
+        # all objects' qpos as one (N, 7) view: positions then quaternions
+        self._obj_qpos_idx = (self._obj_adr[:, None] + np.arange(7)).ravel()
+        self._jac = np.zeros((6, m.nv))
+        self._renderers: dict = {}
+
+    # ---- episode set-up -------------------------------------------------------------------
+    def reset(self, episode: EpisodeSpec) -> None:
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[:7] = robot.HOME_Q
+        d.qpos[7:9] = robot.FINGER_MAX
+        d.ctrl[:7] = robot.HOME_Q
+        d.ctrl[7:9] = robot.FINGER_MAX
+        for i, obj in enumerate(episode.objects):
+            self._set_object(i, obj.shape, obj.half, scene.COLOURS[obj.colour])
+            a = self._obj_adr[i]
+            d.qpos[a:a + 3] = obj.pos
+            d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
+        park = np.array(scene.PARK)
+        m.geom_pos[self._zone] = episode.zone if episode.zone is not None else park
+        m.geom_rgba[self._zone] = scene.COLOURS[episode.zone_colour][:3] + (0.6,)
+        m.site_pos[self._goal_site] = episode.goal if episode.goal_marker else park
+        for k, g in enumerate(self._obstacles):
+            ob = episode.obstacles[k]
+            m.geom_pos[g], m.geom_size[g] = ob.pos, ob.half
+            m.geom_rbound[g] = float(np.linalg.norm(ob.half))
+            m.geom_aabb[g] = np.concatenate((np.zeros(3), ob.half))
+        mujoco.mj_forward(m, d)
+
+    def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
+        m, g = self.model, self._obj_geom[i]
+        if shape == "cube":
+            m.geom_type[g] = mujoco.mjtGeom.mjGEOM_BOX
+            m.geom_size[g] = (half, half, half)
+        else:
+            m.geom_type[g] = mujoco.mjtGeom.mjGEOM_CYLINDER
+            m.geom_size[g] = (half, half, 0.0)
+        m.geom_rbound[g] = half * math.sqrt(3.0)
+        m.geom_aabb[g] = (0.0, 0.0, 0.0, half, half, half)
+        m.geom_rgba[g] = rgba
+
+    # ---- stepping -------------------------------------------------------------------------
+    def step(self, ctrl: np.ndarray) -> bool:
+        """Hold ctrl for one control period; False if the simulation went unstable."""
+        m, d = self.model, self.data
+        d.ctrl[:] = ctrl
+        warn = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        mujoco.mj_step(m, d, self.substeps)
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != warn:
+            return False
+        return bool(np.isfinite(d.qpos).all() and np.abs(d.qvel).max() < 1e3)
+
+    # ---- named accessors ------------------------------------------------------------------
+    def state(self) -> WorldState:
+        d = self.data
+        objs = d.qpos[self._obj_qpos_idx].reshape(self.nobj, 7)
+        grasped, collision = self._contacts()
+        return WorldState(
+            q=d.qpos[:7].copy(), dq=d.qvel[:7].copy(), finger=float(d.qpos[7] + d.qpos[8]),
+            tcp_pos=d.site_xpos[self._tcp].copy(),
+            tcp_rot=d.site_xmat[self._tcp].reshape(3, 3).copy(),
+            obj_pos=objs[:, :3], obj_quat=objs[:, 3:], grasped=grasped, collision=collision)
+
+    def _contacts(self) -> tuple[bool, bool]:
+        n = self.data.ncon
+        if n == 0:
+            return False, False
+        kinds = self._kind[self.data.contact.geom[:n]]
+        lo, hi = kinds.min(axis=1), kinds.max(axis=1)
+        collision = bool(np.any((lo == _KIND_STATIC) & (hi >= _KIND_ARM) & (hi <= _KIND_RIGHT)))
+        touch = lo[hi == _KIND_OBJ]
+        grasped = bool(np.any(touch == _KIND_LEFT) and np.any(touch == _KIND_RIGHT))
+        return grasped, collision
+
+    def jacobian(self) -> np.ndarray:
+        """(6, 7) Jacobian of the tool point: translation rows, then rotation rows."""
+        mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self._tcp)
+        return self._jac[:, :7]
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.data.qpos[:], self.data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(self.model, self.data)
+
+    def render(self, camera: str, height: int, width: int) -> np.ndarray:
+        from sims.render import OffscreenRenderer
+
+        key = (height, width)
+        if key not in self._renderers:
+            self._renderers[key] = OffscreenRenderer(self.model, height, width)
+        return self._renderers[key].render(self.data, camera)
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()

@@ -1,0 +1,63 @@
+"""Engine-neutral types shared by the MuJoCo suite and its PyBullet twin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+
+@dataclass
+class ObjectSpec:
+    """One task object as drawn for an episode."""
+
+    shape: str  # 'cube' or 'cylinder'
+    half: float  # half-width (and half-height) in m
+    colour: str
+    pos: np.ndarray  # (3,) centre
+    yaw: float
+
+
+@dataclass
+class ObstacleSpec:
+    pos: np.ndarray  # (3,) centre
+    half: np.ndarray  # (3,) half extents
+
+
+@dataclass
+class EpisodeSpec:
+    """What a task draws at reset: the scene and the goal."""
+
+    objects: list[ObjectSpec]
+    goal: np.ndarray  # (3,)
+    instruction: str
+    zone: np.ndarray | None = None  # (3,) centre of the place / push zone, if shown
+    zone_colour: str = "blue"
+    goal_marker: bool = False
+    obstacles: list[ObstacleSpec] = field(default_factory=list)
+
+
+class WorldState(NamedTuple):
+    """What tasks and experts read after each step (base frame, metres, radians)."""
+
+    q: np.ndarray  # (7,)
+    dq: np.ndarray  # (7,)
+    finger: float  # opening between the fingers, m
+    tcp_pos: np.ndarray  # (3,)
+    tcp_rot: np.ndarray  # (3, 3)
+    obj_pos: np.ndarray  # (N, 3)
+    obj_quat: np.ndarray  # (N, 4) w, x, y, z
+    grasped: bool  # both fingers touch the target object (object 0)
+    collision: bool  # arm or fingers touch the table or an obstacle
+
+
+class Physics(Protocol):
+    """What an engine backend provides to the environment."""
+
+    def reset(self, episode: EpisodeSpec) -> None: ...
+    def step(self, ctrl: np.ndarray) -> bool: ...  # returns False if the sim went unstable
+    def state(self) -> WorldState: ...
+    def jacobian(self) -> np.ndarray: ...  # (6, 7)
+    def render(self, camera: str, height: int, width: int) -> np.ndarray: ...
+    def close(self) -> None: ...

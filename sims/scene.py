@@ -1,0 +1,66 @@
+"""The table scene as MJCF: robot, table, task objects, place zone, goal marker, obstacles.
+
+Object slots, obstacles and markers are built once per environment; their poses, sizes, shapes
+and colours are randomised per episode by writing model fields (see ``sims.mujoco_env``).
+"""
+
+from __future__ import annotations
+
+from sims import robot
+from sims.config import TaskConfig
+
+# Named colours the instructions use (RGBA).
+COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "red": (0.85, 0.15, 0.15, 1.0),
+    "green": (0.2, 0.7, 0.25, 1.0),
+    "blue": (0.15, 0.3, 0.85, 1.0),
+    "yellow": (0.9, 0.8, 0.15, 1.0),
+    "purple": (0.55, 0.25, 0.7, 1.0),
+    "orange": (0.95, 0.5, 0.1, 1.0),
+}
+ZONE_RADIUS = 0.05
+TABLE_HALF = (0.45, 0.6)  # table half extents in x, y around (0.45, 0)
+PARK = (2.0, 2.0, -1.0)  # where unused markers are parked, far from everything
+
+
+def num_objects(cfg: TaskConfig) -> int:
+    return 1 + cfg.num_distractors
+
+
+def build_mjcf(cfg: TaskConfig) -> str:
+    """The complete MJCF model for one task configuration."""
+    s = robot
+    obj_aff = s.BIT_STATIC | s.BIT_ARM | s.BIT_OBJECT | s.BIT_FINGER
+    static_aff = s.BIT_ARM | s.BIT_OBJECT | s.BIT_FINGER
+    objects = []
+    for i in range(num_objects(cfg)):
+        objects.append(
+            f'<body name="obj{i}" pos="{0.5 + 0.1 * i} 0.3 0.03"><freejoint name="obj{i}"/>'
+            f'<geom name="obj{i}" type="box" size="0.02 0.02 0.02" mass="0.08" condim="4"'
+            f' friction="1.0 0.01 0.0001" contype="{s.BIT_OBJECT}" conaffinity="{obj_aff}"/></body>')
+    obstacles = [
+        f'<geom name="obstacle{i}" type="box" size="0.02 0.04 0.04" pos="{PARK[0]} {PARK[1] + i} 0.04"'
+        f' contype="{s.BIT_STATIC}" conaffinity="{static_aff}" rgba="0.45 0.4 0.35 1"/>'
+        for i in range(cfg.num_obstacles)
+    ]
+    h, w = cfg.image_size
+    return f"""
+<mujoco model="robotworld_{cfg.task}">
+  <compiler angle="radian" autolimits="true" inertiafromgeom="true"/>
+  <option timestep="{cfg.physics_dt}" integrator="implicitfast" cone="pyramidal"/>
+  <visual><global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/><quality shadowsize="0"/></visual>
+  <default>{robot.mjcf_defaults()}</default>
+  <worldbody>
+    <light name="key" pos="0.5 -0.5 1.5" dir="0 0.3 -1" directional="true"/>
+    <geom name="table" type="plane" size="{TABLE_HALF[0]} {TABLE_HALF[1]} 0.01" pos="0.45 0 0"
+          rgba="0.75 0.68 0.58 1" contype="{s.BIT_STATIC}" conaffinity="{static_aff}"/>
+    <geom name="zone" type="cylinder" size="{ZONE_RADIUS} 0.0005" pos="{PARK[0]} {PARK[1]} 0.0005"
+          rgba="0.15 0.3 0.85 0.6" contype="0" conaffinity="0"/>
+    <site name="goal" pos="{PARK[0]} {PARK[1]} {PARK[2]}" size="0.015" rgba="0.1 0.9 0.1 0.6"/>
+    <camera name="front" pos="1.25 0 0.55" xyaxes="0 1 0 -0.45 0 0.9" fovy="50"/>
+    {''.join(obstacles)}
+    {robot.mjcf_arm()}
+    {''.join(objects)}
+  </worldbody>
+  <actuator>{robot.mjcf_actuators()}</actuator>
+</mujoco>"""
