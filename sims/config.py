@@ -40,7 +40,7 @@ class TaskConfig:
     """Extra objects on the table that the instruction does not name."""
     num_obstacles: int = 0
     """Static boxes on the table (clutter) the arm must not touch."""
-    obstacle_height: tuple[float, float] = (0.04, 0.10)
+    obstacle_height: tuple[float, float] = (0.04, 0.08)
     """Range of obstacle heights in metres."""
     shapes: tuple[str, ...] = ("cube", "cylinder")
     """Object shapes to draw from."""

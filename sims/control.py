@@ -16,8 +16,8 @@ from sims import robot
 # drive the fingers into it, and that is reported as a collision, never prevented.
 WS_LOW = np.array([0.2, -0.45, -0.02])
 WS_HIGH = np.array([0.8, 0.45, 0.55])
-_DAMPING2 = 0.05**2
-_NULL_GAIN = 0.3
+_DAMPING2 = 0.02**2
+_NULL_GAIN = 0.1
 _LIMIT_MARGIN = 0.02
 _I6 = np.eye(6)
 _I7 = np.eye(7)
@@ -93,13 +93,11 @@ class EEController:
         if self.mode == "joint":
             qt = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
             return np.concatenate((qt, (grip, grip)))
-        # The target integrates the deltas but never runs more than two steps ahead of the
-        # tool, so a blocked arm does not wind up.
-        lead = 2 * self.max_ee_step
-        tp = self.target_pos + action[:3] * self.max_ee_step
-        tp = np.clip(np.clip(tp, tcp_pos - lead, tcp_pos + lead), WS_LOW, WS_HIGH)
+        # Deltas are relative to where the tool is now (not to an integrated target), so a
+        # closed-loop policy never double-counts the servo's lag.
+        tp = np.clip(tcp_pos + action[:3] * self.max_ee_step, WS_LOW, WS_HIGH)
         self.target_pos = tp
-        yaw = self.target_yaw + float(action[3]) * self.max_yaw_step
+        yaw = tool_yaw(tcp_rot) + float(action[3]) * self.max_yaw_step
         self.target_yaw = (yaw + math.pi) % (2 * math.pi) - math.pi
         rot_err = orientation_error(tcp_rot, down_rotation(self.target_yaw))
         qt = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)

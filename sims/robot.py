@@ -37,7 +37,7 @@ KP = (4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0)
 
 FINGER_MAX = 0.04  # m per finger: 8 cm opening
 FINGER_FORCE = 70.0  # N, continuous grasp force of the Franka hand
-FINGER_KP = 1500.0
+FINGER_KP = 800.0
 HAND_MASS = 0.73
 FINGER_MASS = 0.015
 TCP_OFFSET = 0.1034  # hand frame origin to the point between the fingertips
@@ -76,7 +76,7 @@ class RobotDescription:
     link_radius: tuple[float, ...] = (0.06, 0.06, 0.06, 0.055, 0.05, 0.05, 0.045)
     housing: tuple[float, ...] = (0.0, 0.06, 0.06, 0.06, 0.05, 0.05, 0.04)
     hand_half: tuple[float, float, float] = (0.025, 0.09, 0.028)
-    finger_half: tuple[float, float, float] = (0.009, 0.008, 0.0275)
+    finger_half: tuple[float, float, float] = (0.012, 0.008, 0.0275)
     finger_base_z: float = 0.0584
     link_capsules: tuple[tuple[Capsule, ...], ...] = field(init=False)
 
@@ -155,8 +155,8 @@ def mjcf_defaults() -> str:
 <default class="finger">
   <joint type="slide" range="0 {FINGER_MAX}" armature="0.01" damping="10"
          actuatorfrcrange="-{FINGER_FORCE} {FINGER_FORCE}"/>
-  <geom type="box" contype="{BIT_FINGER}" conaffinity="0" condim="4" friction="1.5 0.02 0.0001"
-        solref="0.004 1" rgba="0.25 0.25 0.28 1" group="1"/>
+  <geom type="box" contype="{BIT_FINGER}" conaffinity="0" condim="4" friction="1.5 0.03 0.0001"
+        solref="0.004 1" solimp="0.95 0.99 0.001" rgba="0.25 0.25 0.28 1" group="1"/>
 </default>"""
 
 

@@ -47,7 +47,7 @@ def build_mjcf(cfg: TaskConfig) -> str:
     return f"""
 <mujoco model="robotworld_{cfg.task}">
   <compiler angle="radian" autolimits="true" inertiafromgeom="true"/>
-  <option timestep="{cfg.physics_dt}" integrator="implicitfast" cone="pyramidal"/>
+  <option timestep="{cfg.physics_dt}" integrator="implicitfast" cone="elliptic" impratio="10"><flag multiccd="enable"/></option>
   <visual><global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/><quality shadowsize="0"/></visual>
   <default>{robot.mjcf_defaults()}</default>
   <worldbody>

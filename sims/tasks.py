@@ -17,7 +17,7 @@ from sims.physics import EpisodeSpec, ObjectSpec, ObstacleSpec, WorldState
 
 HOME_TCP = np.array([0.307, 0.0, 0.487])
 _OBJECT_SPACING = 0.09
-_OBSTACLE_CLEARANCE = 0.11
+_OBSTACLE_CLEARANCE = 0.13
 
 
 def default_config(task: str) -> TaskConfig:
@@ -136,7 +136,7 @@ def _obstacles(rng, cfg: TaskConfig, avoid: list[np.ndarray]) -> list[ObstacleSp
         half = np.array([rng.uniform(0.015, 0.03), rng.uniform(0.015, 0.03),
                          0.5 * rng.uniform(*cfg.obstacle_height)])
         xy = _sample_xy(rng, cfg, avoid + [o.pos for o in out], _OBSTACLE_CLEARANCE,
-                        low=(0.38, -0.26), high=(0.68, 0.26))
+                        low=(0.36, -0.28), high=(0.70, 0.28))
         out.append(ObstacleSpec(np.array([*xy, half[2]]), half))
     return out
 
