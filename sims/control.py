@@ -19,8 +19,9 @@ WS_HIGH = np.array([0.8, 0.45, 0.55])
 _DAMPING2 = 0.02**2
 _NULL_GAIN = 0.1
 _LIMIT_MARGIN = 0.02
-_I6 = np.eye(6)
-_I7 = np.eye(7)
+_DAMP_I6 = _DAMPING2 * np.eye(6)
+_Q_LO = robot.Q_MIN + _LIMIT_MARGIN
+_Q_HI = robot.Q_MAX - _LIMIT_MARGIN
 
 
 def down_rotation(yaw: float) -> np.ndarray:
@@ -36,8 +37,8 @@ def tool_yaw(rot: np.ndarray) -> float:
 
 def orientation_error(rot: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rotation vector (3,) that turns rot towards target (small-angle form)."""
-    return 0.5 * (np.cross(rot[:, 0], target[:, 0]) + np.cross(rot[:, 1], target[:, 1])
-                  + np.cross(rot[:, 2], target[:, 2]))
+    m = target @ rot.T  # the rotation still to go, in the world frame
+    return 0.5 * np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
 
 
 def ik_step(jac: np.ndarray, pos_err: np.ndarray, rot_err: np.ndarray, q: np.ndarray,
@@ -52,20 +53,21 @@ def ik_step(jac: np.ndarray, pos_err: np.ndarray, rot_err: np.ndarray, q: np.nda
     Returns:
         (7,) joint target inside position limits, at most DQ_MAX * dt from q.
     """
-    err = np.concatenate((pos_err, rot_err))
-    jjt = jac @ jac.T
-    jjt[np.diag_indices(6)] += _DAMPING2
-    solve = np.linalg.solve(jjt, np.concatenate((err[:, None], jac), axis=1))
-    dq = jac.T @ solve[:, 0]
-    dq += (_I7 - jac.T @ solve[:, 1:]) @ (_NULL_GAIN * (robot.HOME_Q - q))
+    rhs = np.empty((6, 8))
+    rhs[:3, 0], rhs[3:, 0], rhs[:, 1:] = pos_err, rot_err, jac
+    jjt = jac @ jac.T + _DAMP_I6
+    sol = np.linalg.solve(jjt, rhs)
+    # task step plus a posture pull projected into the (damped) null space
+    posture = _NULL_GAIN * (robot.HOME_Q - q)
+    dq = jac.T @ (sol[:, 0] - sol[:, 1:] @ posture) + posture
     return clamp_joint_target(q, q + dq, dt)
 
 
 def clamp_joint_target(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
     """Clamp a (7,) joint target to the velocity limits over dt and the position limits."""
     step = robot.DQ_MAX * dt
-    target = np.clip(target, q - step, q + step)
-    return np.clip(target, robot.Q_MIN + _LIMIT_MARGIN, robot.Q_MAX - _LIMIT_MARGIN)
+    target = np.minimum(np.maximum(target, q - step), q + step)
+    return np.minimum(np.maximum(target, _Q_LO), _Q_HI)
 
 
 class EEController:
@@ -89,16 +91,17 @@ class EEController:
     def command(self, action: np.ndarray, q: np.ndarray, tcp_pos: np.ndarray,
                 tcp_rot: np.ndarray, jac: np.ndarray) -> np.ndarray:
         """(9,) actuator targets: seven joints, two fingers."""
-        grip = 0.5 * (float(action[-1]) + 1.0) * robot.FINGER_MAX
+        out = np.empty(9)
+        out[7:] = 0.5 * (float(action[-1]) + 1.0) * robot.FINGER_MAX
         if self.mode == "joint":
-            qt = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
-            return np.concatenate((qt, (grip, grip)))
+            out[:7] = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
+            return out
         # Deltas are relative to where the tool is now (not to an integrated target), so a
         # closed-loop policy never double-counts the servo's lag.
-        tp = np.clip(tcp_pos + action[:3] * self.max_ee_step, WS_LOW, WS_HIGH)
+        tp = np.minimum(np.maximum(tcp_pos + action[:3] * self.max_ee_step, WS_LOW), WS_HIGH)
         self.target_pos = tp
         yaw = tool_yaw(tcp_rot) + float(action[3]) * self.max_yaw_step
         self.target_yaw = (yaw + math.pi) % (2 * math.pi) - math.pi
         rot_err = orientation_error(tcp_rot, down_rotation(self.target_yaw))
-        qt = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)
-        return np.concatenate((qt, (grip, grip)))
+        out[:7] = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)
+        return out

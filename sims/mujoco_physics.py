@@ -11,8 +11,6 @@ from sims import robot, scene
 from sims.config import TaskConfig
 from sims.physics import EpisodeSpec, WorldState
 
-_KIND_STATIC, _KIND_ARM, _KIND_LEFT, _KIND_RIGHT, _KIND_OBJ = 1, 2, 3, 4, 10
-
 
 def yaw_quat(yaw: float) -> np.ndarray:
     return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
@@ -37,17 +35,9 @@ class MujocoPhysics:
         self._obj_dof = np.array([m.jnt_dofadr[m.joint(f"obj{i}").id] for i in range(self.nobj)])
         self._obstacles = np.array([m.geom(f"obstacle{i}").id for i in range(cfg.num_obstacles)],
                                    dtype=int)
-        kind = np.zeros(m.ngeom, dtype=np.int64)
-        for g in range(m.ngeom):
-            name = m.geom(g).name
-            if name == "table" or name.startswith("obstacle"):
-                kind[g] = _KIND_STATIC
-            elif name.startswith(("link", "hand")) and m.geom_contype[g]:
-                kind[g] = _KIND_ARM
-        kind[m.geom("finger_left").id] = _KIND_LEFT
-        kind[m.geom("finger_right").id] = _KIND_RIGHT
-        kind[self._obj_geom] = _KIND_OBJ + np.arange(self.nobj)
-        self._kind = kind
+        # contact sensors (computed in C each step): left pad, right pad, arm vs world
+        self._sensor_idx = np.array([m.sensor_adr[m.sensor(n).id]
+                                     for n in ("grasp_left", "grasp_right", "collision")])
         # all objects' qpos as one (N, 7) view: positions then quaternions
         self._obj_qpos_idx = (self._obj_adr[:, None] + np.arange(7)).ravel()
         self._jac = np.zeros((6, m.nv))
@@ -114,15 +104,8 @@ class MujocoPhysics:
             obj_pos=objs[:, :3], obj_quat=objs[:, 3:], grasped=grasped, collision=collision)
 
     def _contacts(self) -> tuple[bool, bool]:
-        n = self.data.ncon
-        if n == 0:
-            return False, False
-        kinds = self._kind[self.data.contact.geom[:n]]
-        lo, hi = kinds.min(axis=1), kinds.max(axis=1)
-        collision = bool(np.any((lo == _KIND_STATIC) & (hi >= _KIND_ARM) & (hi <= _KIND_RIGHT)))
-        touch = lo[hi == _KIND_OBJ]
-        grasped = bool(np.any(touch == _KIND_LEFT) and np.any(touch == _KIND_RIGHT))
-        return grasped, collision
+        left, right, hit = self.data.sensordata[self._sensor_idx]
+        return bool(left and right), bool(hit)
 
     def jacobian(self) -> np.ndarray:
         """(6, 7) Jacobian of the tool point: translation rows, then rotation rows."""

@@ -170,3 +170,88 @@ def mjcf_actuators() -> str:
         out.append(f'<position name="act_finger_{side}" joint="finger_{side}" kp="{FINGER_KP}"'
                    f' dampratio="1" ctrlrange="0 {FINGER_MAX}"/>')
     return "\n".join(out)
+
+
+def arm_mjcf_model() -> str:
+    """A stand-alone MJCF of the arm alone, mounted at the origin."""
+    return (f'<mujoco model="{PANDA.name}"><compiler angle="radian" autolimits="true"/>'
+            f"<default>{mjcf_defaults()}</default><worldbody>{mjcf_arm()}</worldbody>"
+            f"<actuator>{mjcf_actuators()}</actuator></mujoco>")
+
+
+def _rpy_from_matrix(r: np.ndarray) -> tuple[float, float, float]:
+    """URDF roll-pitch-yaw (R = Rz(yaw) Ry(pitch) Rx(roll)) of a rotation matrix."""
+    pitch = math.asin(-max(-1.0, min(1.0, r[2, 0])))
+    if abs(r[2, 0]) < 0.999999:
+        return math.atan2(r[2, 1], r[2, 2]), pitch, math.atan2(r[1, 0], r[0, 0])
+    return math.atan2(-r[1, 2], r[1, 1]), pitch, 0.0
+
+
+def _capsule_urdf(c: Capsule) -> str:
+    a, b = np.array(c.a), np.array(c.b)
+    axis = b - a
+    length = float(np.linalg.norm(axis))
+    z = axis / length
+    x = np.cross([0.0, 1.0, 0.0], z) if abs(z[1]) < 0.9 else np.cross(z, [1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    rot = np.stack([x, np.cross(z, x), z], axis=1)
+    return (f'<collision><origin xyz="{_fmt((a + b) / 2)}" rpy="{_fmt(_rpy_from_matrix(rot))}"/>'
+            f'<geometry><capsule radius="{c.radius}" length="{length:.6g}"/></geometry></collision>')
+
+
+def _box_urdf(half, pos, rgba: str | None = None) -> str:
+    size = _fmt(2 * np.asarray(half))
+    vis = (f'<visual><origin xyz="{_fmt(pos)}"/><geometry><box size="{size}"/></geometry>'
+           f'<material name="m{rgba}"><color rgba="{rgba}"/></material></visual>') if rgba else ""
+    return f'<collision><origin xyz="{_fmt(pos)}"/><geometry><box size="{size}"/></geometry></collision>{vis}'
+
+
+def urdf(desc: RobotDescription = PANDA) -> str:
+    """The URDF of the same arm, with inertials taken from MuJoCo's compiled model of it."""
+    import mujoco
+
+    m = mujoco.MjModel.from_xml_string(arm_mjcf_model())
+
+    def inertial(body: str) -> str:
+        b = m.body(body)
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, b.iquat)
+        ixx, iyy, izz = b.inertia
+        return (f'<inertial><origin xyz="{_fmt(b.ipos)}" rpy="{_fmt(_rpy_from_matrix(rot.reshape(3, 3)))}"/>'
+                f'<mass value="{float(b.mass[0]):.6g}"/><inertia ixx="{ixx:.6g}" ixy="0" ixz="0"'
+                f' iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/></inertial>')
+
+    out = [f'<?xml version="1.0"?>\n<robot name="{desc.name}">',
+           '<link name="link0"><inertial><mass value="3.0"/><inertia ixx="0.01" ixy="0" ixz="0"'
+           ' iyy="0.01" iyz="0" izz="0.01"/></inertial>'
+           + _capsule_urdf(Capsule((0, 0, 0.05), (0, 0, 0.14), 0.08)) + "</link>"]
+    parent = "link0"
+    for i in range(7):
+        pos, alpha = joint_origin(i)
+        name = f"link{i + 1}"
+        caps = "".join(_capsule_urdf(c) for c in desc.link_capsules[i])
+        out.append(f'<link name="{name}">{inertial(name)}{caps}</link>')
+        out.append(f'<joint name="joint{i + 1}" type="revolute"><parent link="{parent}"/>'
+                   f'<child link="{name}"/><origin xyz="{_fmt(pos)}" rpy="{alpha:.6g} 0 0"/>'
+                   f'<axis xyz="0 0 1"/><limit lower="{Q_MIN[i]}" upper="{Q_MAX[i]}"'
+                   f' effort="{TAU_MAX[i]}" velocity="{DQ_MAX[i]}"/><dynamics damping="1"/></joint>')
+        parent = name
+    hx, hy, hz = desc.hand_half
+    out.append(f'<link name="hand">{inertial("hand")}{_box_urdf(desc.hand_half, (0, 0, hz))}</link>')
+    out.append(f'<joint name="hand_joint" type="fixed"><parent link="link7"/><child link="hand"/>'
+               f'<origin xyz="0 0 {FLANGE_D}" rpy="0 0 {HAND_YAW_OFFSET:.6g}"/></joint>')
+    out.append('<link name="tcp"><inertial><mass value="0.001"/><inertia ixx="1e-7" ixy="0"'
+               ' ixz="0" iyy="1e-7" iyz="0" izz="1e-7"/></inertial></link>')
+    out.append(f'<joint name="tcp_joint" type="fixed"><parent link="hand"/><child link="tcp"/>'
+               f'<origin xyz="0 0 {TCP_OFFSET}"/></joint>')
+    fx, fy, fz = desc.finger_half
+    for side, sign in (("left", 1), ("right", -1)):
+        link = f"finger_{side}"
+        out.append(f'<link name="{link}">{inertial(link)}'
+                   f'{_box_urdf(desc.finger_half, (0, sign * fy, fz))}</link>')
+        out.append(f'<joint name="{link}" type="prismatic"><parent link="hand"/>'
+                   f'<child link="{link}"/><origin xyz="0 0 {desc.finger_base_z}"/>'
+                   f'<axis xyz="0 {sign} 0"/><limit lower="0" upper="{FINGER_MAX}"'
+                   f' effort="{FINGER_FORCE}" velocity="0.2"/><dynamics damping="10"/></joint>')
+    out.append("</robot>")
+    return "\n".join(out)

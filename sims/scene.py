@@ -63,4 +63,9 @@ def build_mjcf(cfg: TaskConfig) -> str:
     {''.join(objects)}
   </worldbody>
   <actuator>{robot.mjcf_actuators()}</actuator>
+  <sensor>
+    <contact name="grasp_left" geom1="finger_left" body2="obj0" data="found" num="1"/>
+    <contact name="grasp_right" geom1="finger_right" body2="obj0" data="found" num="1"/>
+    <contact name="collision" subtree1="link1" body2="world" data="found" num="1"/>
+  </sensor>
 </mujoco>"""
