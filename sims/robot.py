@@ -131,8 +131,8 @@ def mjcf_arm(desc: RobotDescription = PANDA) -> str:
     out.append(f'<body name="hand" pos="0 0 {FLANGE_D}" quat="{_fmt(hq)}" gravcomp="1">')
     out.append(f'<geom name="hand_c0" class="arm" type="box" size="{hx} {hy} {hz}"'
                f' pos="0 0 {hz}" mass="{HAND_MASS}"/>')
-    out.append(f'<site name="tcp" pos="0 0 {TCP_OFFSET}" size="0.005" rgba="1 0 0 0.5"/>')
-    out.append('<camera name="wrist" pos="0.07 0 0.02" xyaxes="0 -1 0 0.7 0 0.7" fovy="75"/>')
+    out.append(f'<site name="tcp" pos="0 0 {TCP_OFFSET}" size="0.005" rgba="1 0 0 0" group="5"/>')
+    out.append('<camera name="wrist" pos="0.06 0 0.03" xyaxes="0 1 0 0.95 0 0.3" fovy="75"/>')
     for side, sign in (("left", 1), ("right", -1)):
         out.append(f'<body name="finger_{side}" pos="0 0 {desc.finger_base_z}" gravcomp="1">')
         out.append(f'<joint name="finger_{side}" class="finger" axis="0 {sign} 0"/>')

@@ -57,7 +57,7 @@ def build_mjcf(cfg: TaskConfig) -> str:
     <geom name="zone" type="cylinder" size="{ZONE_RADIUS} 0.0005" pos="{PARK[0]} {PARK[1]} 0.0005"
           rgba="0.15 0.3 0.85 0.6" contype="0" conaffinity="0"/>
     <site name="goal" pos="{PARK[0]} {PARK[1]} {PARK[2]}" size="0.015" rgba="0.1 0.9 0.1 0.6"/>
-    <camera name="front" pos="1.25 0 0.55" xyaxes="0 1 0 -0.45 0 0.9" fovy="50"/>
+    <camera name="front" pos="1.3 0 0.75" xyaxes="0 1 0 -0.607 0 0.794" fovy="55"/>
     {''.join(obstacles)}
     {robot.mjcf_arm()}
     {''.join(objects)}

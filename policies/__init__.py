@@ -1,0 +1,73 @@
+"""Policies that any ``robotworld eval`` can run, chosen by name.
+
+A policy has ``reset(env)`` and ``act(obs) -> (H, A)`` action chunk (H may be 1).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+
+class Policy(Protocol):
+    def reset(self, env) -> None: ...
+    def act(self, obs) -> np.ndarray: ...
+
+
+class ExpertPolicy:
+    """The task's scripted expert (privileged state), optionally with action noise."""
+
+    def __init__(self, noise: float = 0.0, seed: int | None = None) -> None:
+        self.noise, self.seed, self._expert = noise, seed, None
+
+    def reset(self, env) -> None:
+        from sims.experts import make_expert
+
+        if self._expert is None or self._expert.env is not env:
+            self._expert = make_expert(env, self.noise, self.seed)
+        self._expert.reset()
+
+    def act(self, obs) -> np.ndarray:
+        return self._expert.act(obs)[None]
+
+
+class RandomPolicy:
+    """Uniform random actions from the env's action space, seeded."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.space = None
+
+    def reset(self, env) -> None:
+        self.space = env.action_space
+
+    def act(self, obs) -> np.ndarray:
+        lo, hi = self.space.low, self.space.high
+        return self.rng.uniform(lo, hi).astype(np.float32)[None]
+
+
+class ZeroPolicy:
+    """Does nothing: zero motion, gripper held open. Must score 0% on every task."""
+
+    def reset(self, env) -> None:
+        self.a = np.zeros(env.action_space.shape, np.float32)
+        self.a[-1] = 1.0
+
+    def act(self, obs) -> np.ndarray:
+        return self.a[None]
+
+
+REGISTRY: dict[str, Callable[..., Policy]] = {
+    "expert": lambda seed=None: ExpertPolicy(0.0, seed),
+    "noisy-expert": lambda seed=None: ExpertPolicy(0.3, seed),
+    "random": lambda seed=None: RandomPolicy(seed),
+    "zero": lambda seed=None: ZeroPolicy(),
+}
+
+
+def make_policy(name: str, seed: int | None = None) -> Policy:
+    """A policy by registry name."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown policy '{name}': expected one of {', '.join(REGISTRY)}")
+    return REGISTRY[name](seed=seed)

@@ -1,0 +1,152 @@
+"""Throughput benchmarks: ``robotworld bench env``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class EnvBenchConfig:
+    """One environment throughput measurement."""
+
+    task: str = "pick_place"
+    """Task to step."""
+    steps: int = 3000
+    """Control steps for the single-env and raw-physics figures."""
+    num_envs: int = 0
+    """Copies for the batched figure; 0 means one per CPU core."""
+    render_steps: int = 300
+    """Control steps for the figure with both 96x96 cameras on (0 skips it)."""
+    seed: int = 0
+    """Seed of the random actions and episodes."""
+
+
+def _single(task: str, steps: int, seed: int, **overrides):
+    """Step one env with random actions; record each episode's start state and controls."""
+    import sims
+
+    env = sims.make(task, **overrides)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (steps, env.action_space.shape[0])).astype(np.float32)
+    env.reset(seed=seed)
+    phys = env.unwrapped.physics
+    segments, ctrls = [], []
+    start = (phys.data.qpos.copy(), phys.data.qvel.copy())
+    for _ in range(50):  # warm-up
+        env.step(actions[0])
+    env.reset(seed=seed)
+    start = (phys.data.qpos.copy(), phys.data.qvel.copy())
+    t0 = time.perf_counter()
+    for k in range(steps):
+        _, _, term, trunc, _ = env.step(actions[k])
+        ctrls.append(phys.data.ctrl.copy())
+        if term or trunc:
+            segments.append((start, ctrls))
+            env.reset()
+            start, ctrls = (phys.data.qpos.copy(), phys.data.qvel.copy()), []
+    elapsed = time.perf_counter() - t0
+    segments.append((start, ctrls))
+    return env, elapsed, segments
+
+
+def _raw_physics(model, segments, substeps: int) -> float:
+    """Seconds of bare mj_step for the recorded control sequence, on the same model."""
+    import mujoco
+
+    data = mujoco.MjData(model)
+    total = 0.0
+    for (qpos, qvel), ctrls in segments:
+        mujoco.mj_resetData(model, data)
+        data.qpos[:], data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(model, data)
+        t0 = time.perf_counter()
+        for c in ctrls:
+            data.ctrl[:] = c
+            mujoco.mj_step(model, data, substeps)
+        total += time.perf_counter() - t0
+    return total
+
+
+def _batched(task: str, num_envs: int, steps: int, seed: int) -> float:
+    from sims.vector import make_vec
+
+    venv = make_vec(task, num_envs)
+    venv.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    acts = rng.uniform(-1, 1, (steps, num_envs, venv.single_action_space.shape[0]))
+    for k in range(20):
+        venv.step(acts[k].astype(np.float32))
+    t0 = time.perf_counter()
+    for k in range(steps):
+        venv.step(acts[k].astype(np.float32))
+    elapsed = time.perf_counter() - t0
+    venv.close()
+    return steps * num_envs / elapsed
+
+
+def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> float:
+    """Bare physics of nsim copies on MuJoCo's own thread pool (mujoco.batch), control steps/s."""
+    import mujoco
+    from mujoco import batch as mjbatch
+
+    from sims import robot
+
+    b = mjbatch.Batch(model, nsim=nsim, nthread=os.cpu_count() or 1)
+    qpos, ctrl = b.bind("qpos"), b.bind("ctrl")
+    qpos[:, :7] = robot.HOME_Q
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        ctrl[:, :7] = robot.HOME_Q + 0.3 * np.sin(0.05 * k + rng.uniform(0, 6, (nsim, 7)))
+        b.step(nstep=substeps)
+    del mujoco
+    return steps * nsim / (time.perf_counter() - t0)
+
+
+def bench_env(cfg: EnvBenchConfig) -> dict:
+    """Single-env, batched, raw-physics and rendered throughput of one task (control steps/s)."""
+    env, t_env, segments = _single(cfg.task, cfg.steps, cfg.seed)
+    phys = env.unwrapped.physics
+    t_raw = _raw_physics(phys.model, segments, phys.substeps)
+    n = cfg.num_envs or os.cpu_count() or 1
+    out = {
+        "task": cfg.task,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "control_hz": env.unwrapped.cfg.control_hz,
+        "physics_substeps": phys.substeps,
+        "env_steps_per_s": round(cfg.steps / t_env, 1),
+        "raw_physics_steps_per_s": round(cfg.steps / t_raw, 1),
+        "raw_mj_step_per_s": round(cfg.steps * phys.substeps / t_raw, 1),
+        "wrapper_overhead": round((t_env - t_raw) / t_raw, 4),
+        "num_envs": n,
+        "batched_env_steps_per_s": round(_batched(cfg.task, n, max(cfg.steps // n, 200),
+                                                  cfg.seed), 1),
+        "mujoco_batch_physics_steps_per_s": round(
+            _mujoco_batch(phys.model, 64, phys.substeps, 200, cfg.seed), 1),
+    }
+    out["batched_speedup"] = round(out["batched_env_steps_per_s"] / out["env_steps_per_s"], 3)
+    env.close()
+    if cfg.render_steps > 0:
+        import sims
+
+        renv = sims.make(cfg.task, cameras=("front", "wrist"), image_size=(96, 96))
+        renv.reset(seed=cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        for _ in range(5):
+            renv.step(renv.action_space.sample())
+        t0 = time.perf_counter()
+        for _ in range(cfg.render_steps):
+            _, _, term, trunc, _ = renv.step(rng.uniform(-1, 1, 5).astype(np.float32))
+            if term or trunc:
+                renv.reset()
+        out["rendered_env_steps_per_s"] = round(cfg.render_steps / (time.perf_counter() - t0), 1)
+        from sims.render import gl_backend
+
+        out["gl_backend"] = gl_backend()
+        renv.close()
+    return out
