@@ -88,9 +88,10 @@ def run_episode(env, policy, seed: int, record: bool = False):
 
 def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
     """Run ``cfg.episodes`` seeded episodes of a policy on a task."""
+    from tqdm import tqdm
+
     import sims
     from policies import make_policy
-    from tqdm import tqdm
 
     if cfg.episodes < 1:
         raise ValueError(f"episodes = {cfg.episodes}: expected at least 1")

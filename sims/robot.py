@@ -99,7 +99,7 @@ PANDA = RobotDescription()
 
 
 def _fmt(v) -> str:
-    return " ".join(f"{float(x):.6g}" for x in v)
+    return " ".join(f"{float(x):.10g}" for x in v)
 
 
 def _quat_x(alpha: float) -> tuple[float, float, float, float]:
@@ -232,14 +232,14 @@ def urdf(desc: RobotDescription = PANDA) -> str:
         caps = "".join(_capsule_urdf(c) for c in desc.link_capsules[i])
         out.append(f'<link name="{name}">{inertial(name)}{caps}</link>')
         out.append(f'<joint name="joint{i + 1}" type="revolute"><parent link="{parent}"/>'
-                   f'<child link="{name}"/><origin xyz="{_fmt(pos)}" rpy="{alpha:.6g} 0 0"/>'
+                   f'<child link="{name}"/><origin xyz="{_fmt(pos)}" rpy="{alpha:.10g} 0 0"/>'
                    f'<axis xyz="0 0 1"/><limit lower="{Q_MIN[i]}" upper="{Q_MAX[i]}"'
                    f' effort="{TAU_MAX[i]}" velocity="{DQ_MAX[i]}"/><dynamics damping="1"/></joint>')
         parent = name
     hx, hy, hz = desc.hand_half
     out.append(f'<link name="hand">{inertial("hand")}{_box_urdf(desc.hand_half, (0, 0, hz))}</link>')
     out.append(f'<joint name="hand_joint" type="fixed"><parent link="link7"/><child link="hand"/>'
-               f'<origin xyz="0 0 {FLANGE_D}" rpy="0 0 {HAND_YAW_OFFSET:.6g}"/></joint>')
+               f'<origin xyz="0 0 {FLANGE_D}" rpy="0 0 {HAND_YAW_OFFSET:.10g}"/></joint>')
     out.append('<link name="tcp"><inertial><mass value="0.001"/><inertia ixx="1e-7" ixy="0"'
                ' ixz="0" iyy="1e-7" iyz="0" izz="1e-7"/></inertial></link>')
     out.append(f'<joint name="tcp_joint" type="fixed"><parent link="hand"/><child link="tcp"/>'

@@ -30,7 +30,7 @@ def default_config(task: str) -> TaskConfig:
         "pick_place_clutter": dict(episode_length=150, num_distractors=1, num_obstacles=3),
     }
     if task not in per_task:
-        from sims.config import ConfigError, TASK_NAMES
+        from sims.config import TASK_NAMES, ConfigError
         raise ConfigError(f"unknown task '{task}': expected one of {', '.join(TASK_NAMES)}")
     return dataclasses.replace(TaskConfig(task=task), **per_task[task])
 

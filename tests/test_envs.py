@@ -1,0 +1,164 @@
+"""Contract tests over the whole registry, in both engines."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sims
+from policies import ZeroPolicy
+from sims.wrappers import for_sb3
+
+
+def rollout(env, seed, steps, action_seed=0):
+    rng = np.random.default_rng(action_seed)
+    obs, _ = env.reset(seed=seed)
+    traj = [obs]
+    for _ in range(steps):
+        obs, r, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        traj.append((obs, r, term, trunc, info))
+        if term or trunc:
+            break
+    return traj
+
+
+def test_gym_ids_registered(task):
+    env = gym.make(sims.GYM_IDS[task])
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.close()
+
+
+def test_gymnasium_check_env(task, sim):
+    env = sims.make(task, sim=sim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_sb3_check_env(task):
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    env = for_sb3(sims.make(task))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb3_check(env)
+    env.close()
+
+
+def test_shapes_dtypes_finite_and_reward_bounds(task, sim):
+    env = sims.make(task, sim=sim)
+    for step in rollout(env, seed=3, steps=60)[1:]:
+        obs, r, term, trunc, info = step
+        assert env.observation_space.contains(obs)
+        for k in ("proprio", "objects", "goal"):
+            assert obs[k].dtype == np.float32 and np.isfinite(obs[k]).all()
+        assert 0.0 <= r <= 1.0
+        assert set(info) >= {"is_success", "is_grasped", "collision"}
+    env.close()
+
+
+def test_seeded_episodes_are_bit_identical(task, sim):
+    a = rollout(sims.make(task, sim=sim), seed=11, steps=40)
+    b = rollout(sims.make(task, sim=sim), seed=11, steps=40)
+    assert len(a) == len(b)
+    for x, y in zip(a[1:], b[1:]):
+        for k in ("proprio", "objects", "goal"):
+            np.testing.assert_array_equal(x[0][k], y[0][k])
+        assert x[0]["instruction"] == y[0]["instruction"] and x[1] == y[1]
+    c = rollout(sims.make(task, sim=sim), seed=12, steps=1)
+    assert not np.array_equal(a[0]["objects"], c[0]["objects"])
+
+
+def test_do_nothing_never_succeeds(task, sim):
+    env = sims.make(task, sim=sim)
+    policy = ZeroPolicy()
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        policy.reset(env)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(policy.act(obs)[0])
+            assert not info["is_success"]
+            done = term or trunc
+    env.close()
+
+
+def test_cameras_render_non_constant_images():
+    env = sims.make("pick_place", cameras=("front", "wrist"), image_size=(64, 80))
+    obs, _ = env.reset(seed=0)
+    for cam in ("front", "wrist"):
+        img = obs[f"image_{cam}"]
+        assert img.shape == (64, 80, 3) and img.dtype == np.uint8
+        assert img.std() > 5.0
+    obs2, *_ = env.step(np.array([1, 0, -1, 0, 1], np.float32))
+    assert not np.array_equal(obs["image_wrist"], obs2["image_wrist"])
+    env.close()
+
+
+def test_pybullet_cameras_render():
+    env = sims.make("lift", sim="pybullet", cameras=("front",), image_size=(48, 48))
+    obs, _ = env.reset(seed=0)
+    assert obs["image_front"].shape == (48, 48, 3) and obs["image_front"].std() > 5.0
+    env.close()
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0, 0, 0]), np.array([0, np.inf, 0, 0, 0])])
+def test_non_finite_action_is_rejected(bad):
+    env = sims.make("lift")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        env.step(bad)
+
+
+def test_wrong_action_shape_is_rejected():
+    env = sims.make("lift")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(3,\); expected \(5,\)"):
+        env.step(np.zeros(3))
+
+
+def test_unknown_task_and_bad_overrides_name_the_field():
+    with pytest.raises(sims.ConfigError, match="unknown task 'stack'"):
+        sims.make("stack")
+    with pytest.raises(sims.ConfigError, match="unknown config field 'num_obstacle'"):
+        sims.make("lift", num_obstacle=2)
+    with pytest.raises(sims.ConfigError, match="'num_obstacles' = -1"):
+        sims.make("lift", num_obstacles=-1)
+    with pytest.raises(sims.ConfigError, match="'cameras'"):
+        sims.make("lift", cameras=("top",))
+    with pytest.raises(sims.ConfigError, match="unknown sim 'gazebo'"):
+        sims.make("lift", sim="gazebo")
+
+
+def test_unstable_simulation_ends_episode_with_flag():
+    env = sims.make("lift")
+    env.reset(seed=0)
+    env.unwrapped.physics.data.qvel[:] = 1e9
+    with pytest.warns(RuntimeWarning, match="unstable"):
+        obs, r, term, trunc, info = env.step(np.zeros(5, np.float32))
+    assert term and info["sim_unstable"]
+    assert all(np.isfinite(obs[k]).all() for k in ("proprio", "objects", "goal"))
+
+
+def test_joint_action_mode():
+    env = sims.make("reach", action_mode="joint")
+    assert env.action_space.shape == (8,)
+    obs, _ = env.reset(seed=0)
+    q0 = obs["proprio"][:7].copy()
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0.5, 0, 0, 0, 0, 0, 0, 1], np.float32))
+    assert obs["proprio"][0] - q0[0] > 0.1
+
+
+def test_collision_flag_when_fingers_hit_the_table():
+    env = sims.make("lift")
+    env.reset(seed=0)
+    hit = False
+    for _ in range(40):
+        _, _, _, _, info = env.step(np.array([0.3, 0, -1, 0, -1], np.float32))
+        hit |= info["collision"]
+    assert hit

@@ -1,0 +1,61 @@
+"""The one robot description yields an MJCF and a URDF that agree."""
+
+import mujoco
+import numpy as np
+import pybullet as pb
+
+from sims import robot
+from sims.bullet_physics import urdf_path
+
+
+def test_mjcf_and_urdf_load_in_both_engines():
+    m = mujoco.MjModel.from_xml_string(robot.arm_mjcf_model())
+    assert m.njnt == 9 and m.nu == 9
+    np.testing.assert_allclose(m.jnt_range[:7], np.stack([robot.Q_MIN, robot.Q_MAX], 1), atol=1e-4)
+    c = pb.connect(pb.DIRECT)
+    try:
+        body = pb.loadURDF(urdf_path(), useFixedBase=True, physicsClientId=c)
+        assert pb.getNumJoints(body, physicsClientId=c) == 11
+        info = pb.getJointInfo(body, 3, physicsClientId=c)
+        assert abs(info[8] - robot.Q_MIN[3]) < 1e-6 and abs(info[11] - robot.DQ_MAX[3]) < 1e-6
+        # the URDF also loads into MuJoCo
+        mujoco.MjModel.from_xml_string(robot.urdf())
+    finally:
+        pb.disconnect(c)
+
+
+def test_forward_kinematics_agree_between_engines():
+    m = mujoco.MjModel.from_xml_string(robot.arm_mjcf_model())
+    d = mujoco.MjData(m)
+    tcp = m.site("tcp").id
+    c = pb.connect(pb.DIRECT)
+    try:
+        body = pb.loadURDF(urdf_path(), useFixedBase=True, physicsClientId=c)
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            q = rng.uniform(robot.Q_MIN, robot.Q_MAX)
+            d.qpos[:7] = q
+            mujoco.mj_kinematics(m, d)
+            for j in range(7):
+                pb.resetJointState(body, j, q[j], physicsClientId=c)
+            ls = pb.getLinkState(body, 8, computeForwardKinematics=True, physicsClientId=c)
+            np.testing.assert_allclose(ls[4], d.site_xpos[tcp], atol=1e-5)
+            rot = np.array(pb.getMatrixFromQuaternion(ls[5])).reshape(3, 3)
+            np.testing.assert_allclose(rot, d.site_xmat[tcp].reshape(3, 3), atol=1e-5)
+    finally:
+        pb.disconnect(c)
+
+
+def test_published_panda_limits():
+    assert robot.TAU_MAX.tolist() == [87, 87, 87, 87, 12, 12, 12]
+    assert np.allclose(robot.DQ_MAX[:4], 2.175) and np.allclose(robot.DQ_MAX[4:], 2.61)
+    assert robot.FINGER_MAX * 2 == 0.08
+
+
+def test_home_pose_points_the_tool_down():
+    m = mujoco.MjModel.from_xml_string(robot.arm_mjcf_model())
+    d = mujoco.MjData(m)
+    d.qpos[:7] = robot.HOME_Q
+    mujoco.mj_kinematics(m, d)
+    z = d.site_xmat[m.site("tcp").id].reshape(3, 3)[:, 2]
+    np.testing.assert_allclose(z, [0, 0, -1], atol=1e-6)
