@@ -7,6 +7,7 @@ Usage examples:
     robotworld eval --policy expert --task lift --sim pybullet --video runs/videos
     robotworld eval --policy zero --task push --set episode_length=50
     robotworld bench env --task pick_place --json
+    robotworld bench twin --task pick_place --episodes 20 --json
 """
 
 from __future__ import annotations
@@ -73,8 +74,16 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_twin(args: argparse.Namespace) -> int:
+    from robotworld.bench import TwinBenchConfig, bench_twin
+
+    out = bench_twin(configs.build(TwinBenchConfig, args))
+    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in out.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from robotworld.bench import EnvBenchConfig
+    from robotworld.bench import EnvBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
 
     p = argparse.ArgumentParser(prog="robotworld", description=__doc__,
@@ -103,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_arguments(be, EnvBenchConfig)
     be.add_argument("--json", action="store_true", help="print machine-readable JSON")
     be.set_defaults(func=cmd_bench_env)
+    bt = bsub.add_parser("twin", help="MuJoCo vs PyBullet divergence on the same expert actions")
+    configs.add_arguments(bt, TwinBenchConfig)
+    bt.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    bt.set_defaults(func=cmd_bench_twin)
     return p
 
 
