@@ -123,16 +123,17 @@ class BulletPhysics:
         st = pb.getJointStates(self.robot, self.movable, physicsClientId=self.c)
         return np.array([s[0] for s in st]), np.array([s[1] for s in st])
 
-    def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+    def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ls = pb.getLinkState(self.robot, self.tcp, computeForwardKinematics=True,
                              physicsClientId=self.c)
         rot = np.array(pb.getMatrixFromQuaternion(ls[5])).reshape(3, 3)
-        return np.array(ls[4]), rot
+        x, y, z, w = ls[5]
+        return np.array(ls[4]), rot, np.array([w, x, y, z])
 
     def state(self) -> WorldState:
         c = self.c
         q, dq = self._joint_states()
-        pos, rot = self._tcp_pose()
+        pos, rot, quat = self._tcp_pose()
         obj_pos = np.zeros((self.nobj, 3))
         obj_quat = np.zeros((self.nobj, 4))
         for i, b in enumerate(self.objects):
@@ -147,7 +148,7 @@ class BulletPhysics:
         collision = any(pt[3] >= 0 for s in self.static
                         for pt in pb.getContactPoints(self.robot, s, physicsClientId=c))
         return WorldState(q=q[:7], dq=dq[:7], finger=float(q[7] + q[8]), tcp_pos=pos,
-                          tcp_rot=rot, obj_pos=obj_pos, obj_quat=obj_quat,
+                          tcp_rot=rot, tcp_quat=quat if quat[0] >= 0 else -quat, obj_pos=obj_pos, obj_quat=obj_quat,
                           grasped=bool(grasped), collision=bool(collision))
 
     def jacobian(self) -> np.ndarray:
@@ -162,7 +163,7 @@ class BulletPhysics:
         if camera == "front":
             view = pb.computeViewMatrix([1.25, 0, 0.55], [0.45, 0, 0.1], [0, 0, 1])
         else:
-            pos, rot = self._tcp_pose()
+            pos, rot, _ = self._tcp_pose()
             eye = pos - rot[:, 2] * 0.09 + rot[:, 0] * 0.07
             view = pb.computeViewMatrix(eye.tolist(), (pos + rot[:, 2] * 0.05).tolist(),
                                         (-rot[:, 0]).tolist())

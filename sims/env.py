@@ -21,16 +21,6 @@ INSTRUCTION_LEN = 128
 _CHARSET = string.ascii_lowercase + string.digits + " ,.'-"
 
 
-def _mat_to_quat(rot: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation to a w, x, y, z unit quaternion with w >= 0."""
-    m = rot
-    w = np.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
-    x = np.copysign(np.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2, m[2, 1] - m[1, 2])
-    y = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2, m[0, 2] - m[2, 0])
-    z = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2, m[1, 0] - m[0, 1])
-    return np.array([w, x, y, z])
-
-
 def make_physics(cfg: TaskConfig, sim: str) -> Physics:
     if sim == "mujoco":
         from sims.mujoco_physics import MujocoPhysics
@@ -136,7 +126,7 @@ class RobotworldEnv(gym.Env):
 
     def _obs(self) -> dict[str, Any]:
         s = self._state
-        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, _mat_to_quat(s.tcp_rot)))
+        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat))
         objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1).ravel()
         obs = {"proprio": proprio.astype(np.float32), "objects": objects.astype(np.float32),
                "goal": self.episode.goal.astype(np.float32),

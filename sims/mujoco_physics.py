@@ -28,6 +28,7 @@ class MujocoPhysics:
         self.nobj = scene.num_objects(cfg)
         self.substeps = cfg.substeps
         self._tcp = m.site("tcp").id
+        self._hand = m.body("hand").id  # the tool frame is the hand frame, shifted along z
         self._goal_site = m.site("goal").id
         self._zone = m.geom("zone").id
         self._obj_geom = np.array([m.geom(f"obj{i}").id for i in range(self.nobj)])
@@ -100,7 +101,7 @@ class MujocoPhysics:
         return WorldState(
             q=d.qpos[:7].copy(), dq=d.qvel[:7].copy(), finger=float(d.qpos[7] + d.qpos[8]),
             tcp_pos=d.site_xpos[self._tcp].copy(),
-            tcp_rot=d.site_xmat[self._tcp].reshape(3, 3).copy(),
+            tcp_rot=d.site_xmat[self._tcp].reshape(3, 3).copy(), tcp_quat=d.xquat[self._hand].copy(),
             obj_pos=objs[:, :3], obj_quat=objs[:, 3:], grasped=grasped, collision=collision)
 
     def _contacts(self) -> tuple[bool, bool]:

@@ -46,6 +46,7 @@ class WorldState(NamedTuple):
     finger: float  # opening between the fingers, m
     tcp_pos: np.ndarray  # (3,)
     tcp_rot: np.ndarray  # (3, 3)
+    tcp_quat: np.ndarray  # (4,) w, x, y, z
     obj_pos: np.ndarray  # (N, 3)
     obj_quat: np.ndarray  # (N, 4) w, x, y, z
     grasped: bool  # both fingers touch the target object (object 0)
