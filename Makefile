@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch: a CPU build first, so that no multi-GB CUDA build is pulled in on a CPU machine.
 TORCH ?= torch==2.13.0
-export MUJOCO_GL ?= egl
 
 .PHONY: demo test lint install sysdeps clean bench
 

@@ -1,10 +1,6 @@
-import os
-
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-import sims  # noqa: E402
+import sims
 
 TASKS = sims.TASK_NAMES
 SIMS = ("mujoco", "pybullet")

@@ -162,3 +162,28 @@ def test_collision_flag_when_fingers_hit_the_table():
         _, _, _, _, info = env.step(np.array([0.3, 0, -1, 0, -1], np.float32))
         hit |= info["collision"]
     assert hit
+
+
+def test_gl_backend_is_chosen_and_exported():
+    from sims.render import gl_backend
+
+    env = sims.make("reach", cameras=("front",), image_size=(32, 32))
+    env.reset(seed=0)
+    import os
+
+    assert gl_backend() in ("egl", "osmesa") and os.environ["MUJOCO_GL"] == gl_backend()
+    env.close()
+
+
+def test_osmesa_backend_renders_in_a_child_process():
+    import subprocess
+    import sys
+
+    code = ("import sims; e = sims.make('lift', cameras=('front',), image_size=(32, 32)); "
+            "o, _ = e.reset(seed=0); assert o['image_front'].std() > 5; print('ok')")
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, MUJOCO_GL="osmesa", PYOPENGL_PLATFORM="osmesa"),
+                         timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-500:]
