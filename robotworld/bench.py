@@ -108,7 +108,6 @@ def _batched(task: str, num_envs: int, steps: int, seed: int) -> float:
 
 def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> float:
     """Bare physics of nsim copies on MuJoCo's own thread pool (mujoco.batch), control steps/s."""
-    import mujoco
     from mujoco import batch as mjbatch
 
     from sims import robot
@@ -121,7 +120,6 @@ def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> flo
     for k in range(steps):
         ctrl[:, :7] = robot.HOME_Q + 0.3 * np.sin(0.05 * k + rng.uniform(0, 6, (nsim, 7)))
         b.step(nstep=substeps)
-    del mujoco
     return steps * nsim / (time.perf_counter() - t0)
 
 

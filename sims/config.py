@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -62,10 +62,6 @@ class TaskConfig:
     """Cameras to render into the observation: any of 'front', 'wrist'. Empty: no rendering."""
     image_size: tuple[int, int] = (96, 96)
     """Camera image height and width."""
-    physics_check: bool = True
-    """Check every step for an unstable simulation and end the episode if so."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Reserved for task-specific settings."""
 
     def __post_init__(self) -> None:
         validate(self)
