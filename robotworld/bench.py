@@ -36,7 +36,6 @@ def _single(task: str, steps: int, seed: int, **overrides):
     env.reset(seed=seed)
     phys = env.unwrapped.physics
     segments, ctrls = [], []
-    start = (phys.data.qpos.copy(), phys.data.qvel.copy())
     for _ in range(50):  # warm-up
         env.step(actions[0])
     env.reset(seed=seed)

@@ -81,12 +81,6 @@ class EEController:
                  dt: float, mode: str = "ee") -> None:
         self.max_ee_step, self.max_yaw_step = max_ee_step, max_yaw_step
         self.max_joint_step, self.dt, self.mode = max_joint_step, dt, mode
-        self.target_pos = np.zeros(3)
-        self.target_yaw = 0.0
-
-    def reset(self, tcp_pos: np.ndarray, tcp_rot: np.ndarray) -> None:
-        self.target_pos = tcp_pos.copy()
-        self.target_yaw = tool_yaw(tcp_rot)
 
     def command(self, action: np.ndarray, q: np.ndarray, tcp_pos: np.ndarray,
                 tcp_rot: np.ndarray, jac: np.ndarray) -> np.ndarray:
@@ -99,9 +93,7 @@ class EEController:
         # Deltas are relative to where the tool is now (not to an integrated target), so a
         # closed-loop policy never double-counts the servo's lag.
         tp = np.minimum(np.maximum(tcp_pos + action[:3] * self.max_ee_step, WS_LOW), WS_HIGH)
-        self.target_pos = tp
         yaw = tool_yaw(tcp_rot) + float(action[3]) * self.max_yaw_step
-        self.target_yaw = (yaw + math.pi) % (2 * math.pi) - math.pi
-        rot_err = orientation_error(tcp_rot, down_rotation(self.target_yaw))
+        rot_err = orientation_error(tcp_rot, down_rotation(yaw))
         out[:7] = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)
         return out

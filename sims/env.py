@@ -74,7 +74,6 @@ class RobotworldEnv(gym.Env):
         self.episode = self._sampler(self.np_random, self.cfg)
         self.physics.reset(self.episode)
         self._state = self.physics.state()
-        self.controller.reset(self._state.tcp_pos, self._state.tcp_rot)
         self._steps = 0
         return self._obs(), self._info(False, False)
 

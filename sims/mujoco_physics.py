@@ -113,10 +113,6 @@ class MujocoPhysics:
         mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self._tcp)
         return self._jac[:, :7]
 
-    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self.data.qpos[:], self.data.qvel[:] = qpos, qvel
-        mujoco.mj_forward(self.model, self.data)
-
     def render(self, camera: str, height: int, width: int) -> np.ndarray:
         from sims.render import OffscreenRenderer
 
