@@ -27,46 +27,50 @@ class EnvBenchConfig:
 
 
 def _single(task: str, steps: int, seed: int, **overrides):
-    """Step one env with random actions; record each episode's start state and controls."""
+    """Step one env with random actions; record each episode's spec and controls."""
     import sims
 
     env = sims.make(task, **overrides)
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1, 1, (steps, env.action_space.shape[0])).astype(np.float32)
     env.reset(seed=seed)
-    phys = env.unwrapped.physics
-    segments, ctrls = [], []
+    u = env.unwrapped
     for _ in range(50):  # warm-up
         env.step(actions[0])
     env.reset(seed=seed)
-    start = (phys.data.qpos.copy(), phys.data.qvel.copy())
+    segments, ctrls = [], []
     t0 = time.perf_counter()
     for k in range(steps):
         _, _, term, trunc, _ = env.step(actions[k])
-        ctrls.append(phys.data.ctrl.copy())
+        ctrls.append(u.physics.data.ctrl.copy())
         if term or trunc:
-            segments.append((start, ctrls))
+            segments.append((u.episode, ctrls))
             env.reset()
-            start, ctrls = (phys.data.qpos.copy(), phys.data.qvel.copy()), []
+            ctrls = []
     elapsed = time.perf_counter() - t0
-    segments.append((start, ctrls))
+    segments.append((u.episode, ctrls))
     return env, elapsed, segments
 
 
-def _raw_physics(model, segments, substeps: int) -> float:
-    """Seconds of bare mj_step for the recorded control sequence, on the same model."""
+def _raw_physics(cfg, segments) -> float:
+    """Seconds of bare mj_step replaying the recorded controls of each episode.
+
+    A second simulation of the same task is reset to each recorded episode (same model
+    fields, same start state), so it does the same physics work as the env did.
+    """
     import mujoco
 
-    data = mujoco.MjData(model)
+    from sims.mujoco_physics import MujocoPhysics
+
+    raw = MujocoPhysics(cfg)
+    m, d, n = raw.model, raw.data, raw.substeps
     total = 0.0
-    for (qpos, qvel), ctrls in segments:
-        mujoco.mj_resetData(model, data)
-        data.qpos[:], data.qvel[:] = qpos, qvel
-        mujoco.mj_forward(model, data)
+    for episode, ctrls in segments:
+        raw.reset(episode)
         t0 = time.perf_counter()
         for c in ctrls:
-            data.ctrl[:] = c
-            mujoco.mj_step(model, data, substeps)
+            d.ctrl[:] = c
+            mujoco.mj_step(m, d, n)
         total += time.perf_counter() - t0
     return total
 
@@ -111,7 +115,7 @@ def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> flo
 
     from sims import robot
 
-    b = mjbatch.Batch(model, nsim=nsim, nthread=os.cpu_count() or 1)
+    b = mjbatch.Batch(model, nsim=nsim, nthread=os.cpu_count() or 1, persistent=True)
     qpos, ctrl = b.bind("qpos"), b.bind("ctrl")
     qpos[:, :7] = robot.HOME_Q
     rng = np.random.default_rng(seed)
@@ -126,7 +130,7 @@ def bench_env(cfg: EnvBenchConfig) -> dict:
     """Single-env, batched, raw-physics and rendered throughput of one task (control steps/s)."""
     env, t_env, segments = _single(cfg.task, cfg.steps, cfg.seed)
     phys = env.unwrapped.physics
-    t_raw = _raw_physics(phys.model, segments, phys.substeps)
+    t_raw = _raw_physics(env.unwrapped.cfg, segments)
     n = cfg.num_envs
     cores = os.cpu_count() or 1
     out = {

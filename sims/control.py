@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import mujoco
 import numpy as np
 
 from sims import robot
@@ -18,8 +19,9 @@ WS_LOW = np.array([0.2, -0.45, -0.02])
 WS_HIGH = np.array([0.8, 0.45, 0.55])
 _DAMPING2 = 0.02**2
 _NULL_GAIN = 0.1
-_LIMIT_MARGIN = 0.02
 _DAMP_I6 = _DAMPING2 * np.eye(6)
+_LIMIT_MARGIN = 0.02
+_WS_LOW, _WS_HIGH = WS_LOW.tolist(), WS_HIGH.tolist()
 _Q_LO = robot.Q_MIN + _LIMIT_MARGIN
 _Q_HI = robot.Q_MAX - _LIMIT_MARGIN
 
@@ -41,26 +43,42 @@ def orientation_error(rot: np.ndarray, target: np.ndarray) -> np.ndarray:
     return 0.5 * np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
 
 
-def ik_step(jac: np.ndarray, pos_err: np.ndarray, rot_err: np.ndarray, q: np.ndarray,
-            dt: float) -> np.ndarray:
+def down_orientation_error(rot: np.ndarray, yaw: float) -> list[float]:
+    """orientation_error(rot, down_rotation(yaw)) written out in scalars.
+
+    The controller runs every control step, where a handful of small numpy calls cost more
+    than the arithmetic; tests/test_robot.py checks this against the matrix form.
+    """
+    r00, r01, r02, r10, r11, r12, r20, r21, _ = rot.ravel().tolist()
+    c, s = math.cos(yaw), math.sin(yaw)
+    return [0.5 * (-r12 - (s * r20 - c * r21)),
+            0.5 * ((c * r20 + s * r21) + r02),
+            0.5 * ((s * r00 - c * r01) - (c * r10 + s * r11))]
+
+
+def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> np.ndarray:
     """Joint target one control step ahead.
+
+    dq = J^T (J J^T + l^2 I)^-1 (e - J p) + p, where e is the pose error and p the posture
+    pull towards HOME_Q: the task step plus the posture pull projected into the damped null
+    space of J.
 
     Args:
         jac: (6, 7) translational then rotational Jacobian of the tool point.
-        pos_err, rot_err: (3,) each, the pose error to remove in this step.
+        pose_err: (6,) position then rotation-vector error to remove in this step.
         q: (7,) current joint positions.
         dt: control period in seconds, for the velocity limits.
     Returns:
         (7,) joint target inside position limits, at most DQ_MAX * dt from q.
     """
-    rhs = np.empty((6, 8))
-    rhs[:3, 0], rhs[3:, 0], rhs[:, 1:] = pos_err, rot_err, jac
-    jjt = jac @ jac.T + _DAMP_I6
-    sol = np.linalg.solve(jjt, rhs)
-    # task step plus a posture pull projected into the (damped) null space
     posture = _NULL_GAIN * (robot.HOME_Q - q)
-    dq = jac.T @ (sol[:, 0] - sol[:, 1:] @ posture) + posture
-    return clamp_joint_target(q, q + dq, dt)
+    err = np.asarray(pose_err, dtype=np.float64) - jac @ posture
+    jjt = jac @ jac.T
+    jjt += _DAMP_I6
+    mujoco.mju_cholFactor(jjt, 0.0)  # symmetric positive definite: Cholesky, in place
+    x = np.empty(6)
+    mujoco.mju_cholSolve(x, jjt, err)
+    return clamp_joint_target(q, q + jac.T @ x + posture, dt)
 
 
 def clamp_joint_target(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
@@ -91,9 +109,13 @@ class EEController:
             out[:7] = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
             return out
         # Deltas are relative to where the tool is now (not to an integrated target), so a
-        # closed-loop policy never double-counts the servo's lag.
-        tp = np.minimum(np.maximum(tcp_pos + action[:3] * self.max_ee_step, WS_LOW), WS_HIGH)
-        yaw = tool_yaw(tcp_rot) + float(action[3]) * self.max_yaw_step
-        rot_err = orientation_error(tcp_rot, down_rotation(yaw))
-        out[:7] = ik_step(jac, tp - tcp_pos, rot_err, q, self.dt)
+        # closed-loop policy never double-counts the servo's lag. Scalars, not numpy: this
+        # runs every control step on three numbers.
+        dx, dy, dz, dyaw, _ = action.tolist()
+        step = self.max_ee_step
+        err = [min(max(p + d * step, lo), hi) - p
+               for p, d, lo, hi in zip(tcp_pos.tolist(), (dx, dy, dz), _WS_LOW, _WS_HIGH)]
+        yaw = tool_yaw(tcp_rot) + dyaw * self.max_yaw_step
+        err += down_orientation_error(tcp_rot, yaw)
+        out[:7] = ik_step(jac, err, q, self.dt)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 import warnings
 from typing import Any
@@ -74,6 +75,7 @@ class RobotworldEnv(gym.Env):
         self.episode = self._sampler(self.np_random, self.cfg)
         self.physics.reset(self.episode)
         self._state = self.physics.state()
+        self._goal32 = self.episode.goal.astype(np.float32)
         self._steps = 0
         return self._obs(), self._info(False, False)
 
@@ -113,22 +115,23 @@ class RobotworldEnv(gym.Env):
 
     # ---- helpers ---------------------------------------------------------------------------
     def _check_action(self, action) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
+        a = np.array(action, dtype=np.float64)  # a copy: clipped in place below
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} "
                              f"({'dx dy dz dyaw grip' if a.size == 5 else 'action_mode'}"
                              f" = {self.cfg.action_mode})")
-        if not np.isfinite(a).all():
+        # one reduction on the hot path; the sum of huge finite values can overflow, so an
+        # infinite sum is confirmed element-wise before the action is refused
+        if not math.isfinite(a.sum()) and not np.isfinite(a).all():
             raise ValueError(f"action {a.tolist()} contains NaN or infinite values; expected "
                              "finite numbers in [-1, 1]")
-        return np.clip(a, -1.0, 1.0)
+        return a.clip(-1.0, 1.0, out=a)
 
     def _obs(self) -> dict[str, Any]:
         s = self._state
-        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat))
-        objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1).ravel()
-        obs = {"proprio": proprio.astype(np.float32), "objects": objects.astype(np.float32),
-               "goal": self.episode.goal.astype(np.float32),
+        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat), dtype=np.float32)
+        objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1, dtype=np.float32).ravel()
+        obs = {"proprio": proprio, "objects": objects, "goal": self._goal32.copy(),
                "instruction": self.episode.instruction}
         h, w = self.cfg.image_size
         for cam in self.cfg.cameras:

@@ -11,6 +11,8 @@ from sims import robot, scene
 from sims.config import TaskConfig
 from sims.physics import EpisodeSpec, WorldState
 
+_MAX_SPEED2 = 1e3**2  # any joint faster than 1e3 (rad or m)/s means the simulation diverged
+
 
 def yaw_quat(yaw: float) -> np.ndarray:
     return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
@@ -27,6 +29,10 @@ class MujocoPhysics:
         m = self.model
         self.nobj = scene.num_objects(cfg)
         self.substeps = cfg.substeps
+        # live views of MuJoCo's counters of bad qpos, qvel and qacc
+        self._bad = [self.data.warning[w] for w in (mujoco.mjtWarning.mjWARN_BADQPOS,
+                                                    mujoco.mjtWarning.mjWARN_BADQVEL,
+                                                    mujoco.mjtWarning.mjWARN_BADQACC)]
         self._tcp = m.site("tcp").id
         self._hand = m.body("hand").id  # the tool frame is the hand frame, shifted along z
         self._goal_site = m.site("goal").id
@@ -47,16 +53,10 @@ class MujocoPhysics:
     # ---- episode set-up -------------------------------------------------------------------
     def reset(self, episode: EpisodeSpec) -> None:
         m, d = self.model, self.data
-        mujoco.mj_resetData(m, d)
-        d.qpos[:7] = robot.HOME_Q
-        d.qpos[7:9] = robot.FINGER_MAX
-        d.ctrl[:7] = robot.HOME_Q
-        d.ctrl[7:9] = robot.FINGER_MAX
+        # Model fields first: with sleeping on, mj_resetData is where the poses of static
+        # (world) geoms are computed, so obstacles and markers must be in place before it.
         for i, obj in enumerate(episode.objects):
             self._set_object(i, obj.shape, obj.half, scene.COLOURS[obj.colour])
-            a = self._obj_adr[i]
-            d.qpos[a:a + 3] = obj.pos
-            d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
         park = np.array(scene.PARK)
         m.geom_pos[self._zone] = episode.zone if episode.zone is not None else park
         m.geom_rgba[self._zone] = scene.COLOURS[episode.zone_colour][:3] + (0.6,)
@@ -66,6 +66,15 @@ class MujocoPhysics:
             m.geom_pos[g], m.geom_size[g] = ob.pos, ob.half
             m.geom_rbound[g] = float(np.linalg.norm(ob.half))
             m.geom_aabb[g] = np.concatenate((np.zeros(3), ob.half))
+        mujoco.mj_resetData(m, d)
+        d.qpos[:7] = robot.HOME_Q
+        d.qpos[7:9] = robot.FINGER_MAX
+        d.ctrl[:7] = robot.HOME_Q
+        d.ctrl[7:9] = robot.FINGER_MAX
+        for i, obj in enumerate(episode.objects):
+            a = self._obj_adr[i]
+            d.qpos[a:a + 3] = obj.pos
+            d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
         mujoco.mj_forward(m, d)
 
     def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
@@ -85,13 +94,19 @@ class MujocoPhysics:
         """Hold ctrl for one control period; False if the simulation went unstable."""
         m, d = self.model, self.data
         d.ctrl[:] = ctrl
-        warn = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        bad = self._divergence_count()
         mujoco.mj_step(m, d, self.substeps)
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
-        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != warn:
+        if self._divergence_count() != bad:  # MuJoCo warned and reset the data
             return False
-        return bool(np.isfinite(d.qpos).all() and np.abs(d.qvel).max() < 1e3)
+        # NaN fails the comparison; a finite velocity keeps the integrated qpos finite
+        qvel = d.qvel
+        return bool(qvel @ qvel < _MAX_SPEED2)
+
+    def _divergence_count(self) -> int:
+        a, b, c = self._bad
+        return a.number + b.number + c.number
 
     # ---- named accessors ------------------------------------------------------------------
     def state(self) -> WorldState:

@@ -28,7 +28,14 @@ def num_objects(cfg: TaskConfig) -> int:
 
 
 def build_mjcf(cfg: TaskConfig) -> str:
-    """The complete MJCF model for one task configuration."""
+    """The complete MJCF model for one task configuration.
+
+    Two settings buy speed without changing what a policy sees. Sleeping lets bodies at rest
+    (objects waiting on the table) drop out of the simulation until something touches them,
+    which roughly halves the physics cost of a step. Cameras render without multisampling
+    and with coarser tessellation of the round shapes: at 96x96 neither is visible, and
+    together they make a frame about three times cheaper on a software renderer.
+    """
     s = robot
     obj_aff = s.BIT_STATIC | s.BIT_ARM | s.BIT_OBJECT | s.BIT_FINGER
     static_aff = s.BIT_ARM | s.BIT_OBJECT | s.BIT_FINGER
@@ -47,8 +54,13 @@ def build_mjcf(cfg: TaskConfig) -> str:
     return f"""
 <mujoco model="robotworld_{cfg.task}">
   <compiler angle="radian" autolimits="true" inertiafromgeom="true"/>
-  <option timestep="{cfg.physics_dt}" integrator="implicitfast" cone="elliptic" impratio="10"><flag multiccd="enable"/></option>
-  <visual><global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/><quality shadowsize="0"/></visual>
+  <option timestep="{cfg.physics_dt}" integrator="implicitfast" cone="elliptic" impratio="10">
+    <flag multiccd="enable" sleep="enable"/>
+  </option>
+  <visual>
+    <global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/>
+    <quality shadowsize="0" offsamples="0" numslices="16" numstacks="8"/>
+  </visual>
   <default>{robot.mjcf_defaults()}</default>
   <worldbody>
     <light name="key" pos="0.5 -0.5 1.5" dir="0 0.3 -1" directional="true"/>

@@ -144,6 +144,19 @@ def test_unstable_simulation_ends_episode_with_flag():
     assert all(np.isfinite(obs[k]).all() for k in ("proprio", "objects", "goal"))
 
 
+def test_static_geoms_follow_each_reset():
+    """With sleeping on, world geoms' poses are computed at reset: each episode's obstacles
+    and zone must be where that episode put them, not where the previous one did."""
+    env = sims.make("pick_place_clutter")
+    ph = env.unwrapped.physics
+    for seed in range(4):
+        env.reset(seed=seed)
+        ep = env.unwrapped.episode
+        for k, ob in enumerate(ep.obstacles):
+            np.testing.assert_allclose(ph.data.geom_xpos[ph.model.geom(f"obstacle{k}").id], ob.pos)
+        np.testing.assert_allclose(ph.data.geom_xpos[ph.model.geom("zone").id], ep.zone)
+
+
 def test_joint_action_mode():
     env = sims.make("reach", action_mode="joint")
     assert env.action_space.shape == (8,)

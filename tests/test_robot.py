@@ -59,3 +59,35 @@ def test_home_pose_points_the_tool_down():
     mujoco.mj_kinematics(m, d)
     z = d.site_xmat[m.site("tcp").id].reshape(3, 3)[:, 2]
     np.testing.assert_allclose(z, [0, 0, -1], atol=1e-6)
+
+
+def test_scalar_orientation_error_matches_the_matrix_form():
+    from sims import control
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        quat = rng.normal(size=4)
+        rot = np.empty(9)
+        mujoco.mju_quat2Mat(rot, quat / np.linalg.norm(quat))
+        rot = rot.reshape(3, 3)
+        yaw = rng.uniform(-np.pi, np.pi)
+        np.testing.assert_allclose(control.down_orientation_error(rot, yaw),
+                                   control.orientation_error(rot, control.down_rotation(yaw)),
+                                   atol=1e-12)
+
+
+def test_ik_step_moves_the_tool_by_the_asked_delta():
+    m = mujoco.MjModel.from_xml_string(robot.arm_mjcf_model())
+    d = mujoco.MjData(m)
+    d.qpos[:7] = robot.HOME_Q
+    mujoco.mj_forward(m, d)
+    tcp = m.site("tcp").id
+    jac = np.zeros((6, m.nv))
+    mujoco.mj_jacSite(m, d, jac[:3], jac[3:], tcp)
+    before = d.site_xpos[tcp].copy()
+    from sims import control
+
+    target = control.ik_step(jac[:, :7], [0.01, -0.01, 0.005, 0.0, 0.0, 0.0], d.qpos[:7].copy(), 0.05)
+    d.qpos[:7] = target
+    mujoco.mj_kinematics(m, d)
+    np.testing.assert_allclose(d.site_xpos[tcp] - before, [0.01, -0.01, 0.005], atol=5e-4)
