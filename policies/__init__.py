@@ -41,10 +41,12 @@ class RandomPolicy:
 
     def reset(self, env) -> None:
         self.space = env.action_space
+        self._lo = env.action_space.low.astype(np.float64)
+        self._span = (env.action_space.high - env.action_space.low).astype(np.float64)
 
     def act(self, obs) -> np.ndarray:
-        lo, hi = self.space.low, self.space.high
-        return self.rng.uniform(lo, hi).astype(np.float32)[None]
+        u = self.rng.random(self._lo.shape[0])
+        return (self._lo + self._span * u).astype(np.float32)[None]
 
 
 class ZeroPolicy:

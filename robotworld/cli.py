@@ -8,6 +8,11 @@ Usage examples:
     robotworld eval --policy zero --task push --set episode_length=50
     robotworld bench env --task pick_place --json
     robotworld bench twin --task pick_place --episodes 20 --json
+    robotworld collect --task pick_place --policy noisy-expert --episodes 2000 --workers 2 \\
+        --out data/pick_place [--cameras front,wrist] [--backend ray]
+    robotworld data info data/pick_place --json
+    robotworld data verify data/pick_place
+    robotworld data export data/pick_place --format lerobot --out data/pick_place_lerobot
 """
 
 from __future__ import annotations
@@ -82,6 +87,67 @@ def cmd_bench_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from robotworld.data import CollectConfig, collect
+
+    file_values = configs.load_yaml(args.config) if args.config else {}
+    overrides = file_values.pop("env", {}) or {}
+    cfg = configs.build(CollectConfig, args, file_values)
+    if args.json:
+        cfg.progress = False
+    overrides.update(configs.parse_overrides(args.set))
+    result = collect(cfg, **overrides)
+    out = dict(vars(result), failed={str(k): v for k, v in result.failed.items()})
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{result.out}: {result.collected} episodes collected, {result.skipped} already there, "
+              f"{result.transitions} transitions at {result.transitions_per_s:.0f}/s")
+    if result.failed:
+        print(f"robotworld collect: {len(result.failed)} episode(s) failed after retries: "
+              f"{', '.join(map(str, sorted(result.failed)))}; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from robotworld.data import Dataset
+
+    info = Dataset(args.dir).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:20s} {v}")
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from robotworld.data import Dataset
+
+    ds = Dataset(args.dir)
+    bad = ds.verify(progress=not args.json)
+    n = len(ds)
+    if args.json:
+        print(json.dumps({"path": str(ds.root), "episodes": n, "bad": bad}, indent=2))
+    elif not bad:
+        print(f"{ds.root}: all {n} episodes match their checksums")
+    for name, why in sorted(bad.items()):
+        print(f"bad episode {name}: {why}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from robotworld.data.lerobot import export_lerobot
+
+    if args.format != "lerobot":
+        raise ValueError(f"--format {args.format}: expected lerobot")
+    out = export_lerobot(args.dir, args.out, fps=None, progress=not args.json)
+    print(json.dumps(out, indent=2) if args.json else f"wrote {out['episodes']} episodes to {out['out']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from robotworld.bench import EnvBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
@@ -106,6 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print machine-readable JSON")
     demo.set_defaults(func=cmd_demo)
 
+    from robotworld.data import CollectConfig
+
+    co = sub.add_parser("collect", help="roll out a policy in parallel into a durable dataset")
+    configs.add_arguments(co, CollectConfig, skip=("progress",))
+    co.add_argument("--config", help="YAML file of CollectConfig fields (and an 'env' mapping)")
+    co.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                    help="override a task config field, e.g. --set episode_length=200")
+    co.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    co.set_defaults(func=cmd_collect)
+
+    data = sub.add_parser("data", help="inspect, verify and export datasets")
+    dsub = data.add_subparsers(dest="what", required=True)
+    di = dsub.add_parser("info", help="episodes, transitions, outcome rates, action statistics")
+    di.add_argument("dir", help="dataset directory")
+    di.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    di.set_defaults(func=cmd_data_info)
+    dv = dsub.add_parser("verify", help="check every episode against its checksum (exit 1 if any is bad)")
+    dv.add_argument("dir", help="dataset directory")
+    dv.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    dv.set_defaults(func=cmd_data_verify)
+    dx = dsub.add_parser("export", help="write the dataset in another layout (LeRobotDataset v3.0)")
+    dx.add_argument("dir", help="dataset directory")
+    dx.add_argument("--format", default="lerobot", help="target layout: lerobot (default)")
+    dx.add_argument("--out", required=True, help="output directory (must not exist)")
+    dx.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    dx.set_defaults(func=cmd_data_export)
+
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bsub = bench.add_subparsers(dest="what", required=True)
     be = bsub.add_parser("env", help="env, batched, raw-physics and rendered steps/s")
@@ -120,12 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from robotworld.data.format import DatasetError
     from sims.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, configs.ConfigFileError, ValueError) as e:
+    except (ConfigError, configs.ConfigFileError, ValueError, DatasetError) as e:
         print(f"robotworld {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
