@@ -37,15 +37,22 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from robotworld.evaluation import EvalConfig, as_dict, evaluate
-
+def _config_and_env(cls: type, args: argparse.Namespace):
+    """The run config (defaults < --config file < flags) and the task overrides (the file's
+    'env' mapping < --set). --json turns the progress bar off."""
     file_values = configs.load_yaml(args.config) if args.config else {}
     overrides = file_values.pop("env", {}) or {}
-    cfg = configs.build(EvalConfig, args, file_values)
+    cfg = configs.build(cls, args, file_values)
     if args.json:
         cfg.progress = False
     overrides.update(configs.parse_overrides(args.set))
+    return cfg, overrides
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from robotworld.evaluation import EvalConfig, as_dict, evaluate
+
+    cfg, overrides = _config_and_env(EvalConfig, args)
     result = as_dict(evaluate(cfg, **overrides))
     print(json.dumps(result, indent=2) if args.json else _table([result]))
     return 0
@@ -90,12 +97,7 @@ def cmd_bench_twin(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from robotworld.data import CollectConfig, collect
 
-    file_values = configs.load_yaml(args.config) if args.config else {}
-    overrides = file_values.pop("env", {}) or {}
-    cfg = configs.build(CollectConfig, args, file_values)
-    if args.json:
-        cfg.progress = False
-    overrides.update(configs.parse_overrides(args.set))
+    cfg, overrides = _config_and_env(CollectConfig, args)
     result = collect(cfg, **overrides)
     out = dict(vars(result), failed={str(k): v for k, v in result.failed.items()})
     if args.json:
