@@ -217,3 +217,41 @@ def test_cameras_are_recorded_compressed(tmp_path: Path):
     assert ep["obs/image_front"].shape == (T + 1, 96, 96, 3) and ep["obs/image_front"].dtype == np.uint8
     assert ep["obs/image_wrist"].std() > 0
     assert not ds.verify()
+
+
+def test_lerobot_export_reads_back(small: Dataset, tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "lerobot"
+    run = subprocess.run(CLI + ["data", "export", str(small.root), "--format", "lerobot", "--out", str(out),
+                                "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 20 and info["total_episodes"] == 8
+    data = pq.read_table(out / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    episodes = pq.read_table(out / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    assert info["total_frames"] == len(data["index"]) == sum(e["length"] for e in episodes)
+    for e, meta in enumerate(episodes):
+        ep = small.episode(e)
+        lo, hi = meta["dataset_from_index"], meta["dataset_to_index"]
+        np.testing.assert_array_equal(np.array(data["action"][lo:hi], np.float32), ep["action"])
+        np.testing.assert_array_equal(np.array(data["observation.state"][lo:hi], np.float32),
+                                      ep["obs/proprio"][:-1])
+        assert data["frame_index"][lo:hi] == list(range(hi - lo)) and meta["tasks"] == [ep["attrs"]["instruction"]]
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    assert set(stats["action"]) >= {"min", "max", "mean", "std", "count", "q01", "q99"}
+    again = subprocess.run(CLI + ["data", "export", str(small.root), "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_lerobot_export_writes_videos(tmp_path: Path):
+    import imageio.v3 as iio
+
+    ds = _collect(tmp_path / "cams", episodes=2, cameras="front", task="reach", policy="expert")
+    from robotworld.data.lerobot import export_lerobot
+
+    out = export_lerobot(ds.root, tmp_path / "lr")
+    frames = iio.imread(tmp_path / "lr" / "videos" / "observation.images.front" / "chunk-000" / "file-000.mp4")
+    assert frames.shape == (out["frames"], 96, 96, 3)
+    first = ds.episode(0)["obs/image_front"][0].astype(float)
+    assert np.abs(frames[0].astype(float) - first).mean() < 12  # lossy, but the same picture
