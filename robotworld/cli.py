@@ -13,6 +13,7 @@ Usage examples:
     robotworld data info data/pick_place --json
     robotworld data verify data/pick_place
     robotworld data export data/pick_place --format lerobot --out data/pick_place_lerobot
+    robotworld bench data --json
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from robotworld.bench import DataBenchConfig, bench_data
+
+    out = bench_data(configs.build(DataBenchConfig, args))
+    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:40s} {v}" for k, v in out.items()))
+    return 0
+
+
 def cmd_bench_twin(args: argparse.Namespace) -> int:
     from robotworld.bench import TwinBenchConfig, bench_twin
 
@@ -151,7 +160,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robotworld.bench import EnvBenchConfig, TwinBenchConfig
+    from robotworld.bench import DataBenchConfig, EnvBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
 
     p = argparse.ArgumentParser(prog="robotworld", description=__doc__,
@@ -207,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_arguments(be, EnvBenchConfig)
     be.add_argument("--json", action="store_true", help="print machine-readable JSON")
     be.set_defaults(func=cmd_bench_env)
+    bd = bsub.add_parser("data", help="collection throughput, memory over a long run, window sampling")
+    configs.add_arguments(bd, DataBenchConfig)
+    bd.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    bd.set_defaults(func=cmd_bench_data)
     bt = bsub.add_parser("twin", help="MuJoCo vs PyBullet divergence on the same expert actions")
     configs.add_arguments(bt, TwinBenchConfig)
     bt.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -95,6 +95,8 @@ def test_verify_catches_a_flipped_byte_and_a_truncated_file(small: Dataset, tmp_
     assert "ep_000002.h5" in out.stderr and "checksum mismatch" in out.stderr
     assert "ep_000005.h5" in out.stderr
     assert "ep_000001.h5" not in out.stderr
+    with pytest.raises(DatasetError, match="ep_000005.h5 is unreadable"):
+        ds.info()
     ok = subprocess.run(CLI + ["data", "verify", str(small.root)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
 
