@@ -109,6 +109,42 @@ def _batched(task: str, num_envs: int, steps: int, seed: int) -> float:
     return steps * num_envs / elapsed
 
 
+def _parallel_ceiling(model, steps: int = 300) -> float:
+    """Speed-up of bare mj_step on one thread per core over the same work on one thread.
+
+    The most any batched form can gain on this machine; on a shared virtual machine it varies
+    from run to run, so it is measured in the same run as the batched figure.
+    """
+    import threading
+
+    import mujoco
+
+    from sims import robot
+
+    n = os.cpu_count() or 1
+    datas = [mujoco.MjData(model) for _ in range(n)]
+    for d in datas:
+        d.qpos[:7] = robot.HOME_Q
+        d.ctrl[:7] = robot.HOME_Q + 0.2
+        mujoco.mj_forward(model, d)
+
+    def work(d):
+        for _ in range(steps):
+            mujoco.mj_step(model, d, 25)
+
+    t0 = time.perf_counter()
+    for d in datas:
+        work(d)
+    serial = time.perf_counter() - t0
+    threads = [threading.Thread(target=work, args=(d,)) for d in datas]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return serial / (time.perf_counter() - t0)
+
+
 def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> float:
     """Bare physics of nsim copies on MuJoCo's own thread pool (mujoco.batch), control steps/s."""
     from mujoco import batch as mjbatch
@@ -151,6 +187,7 @@ def bench_env(cfg: EnvBenchConfig) -> dict:
             _mujoco_batch(phys.model, 64, phys.substeps, 200, cfg.seed), 1),
     }
     out["batched_speedup"] = round(out["batched_env_steps_per_s"] / out["env_steps_per_s"], 3)
+    out["bare_physics_parallel_speedup"] = round(_parallel_ceiling(phys.model), 3)
     env.close()
     if cfg.render_steps > 0:
         import sims

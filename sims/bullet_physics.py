@@ -112,9 +112,18 @@ class BulletPhysics:
                                      forces=[self.FINGER_GRIP_FORCE] * 2, physicsClientId=c)
 
     def step(self, ctrl: np.ndarray) -> bool:
+        self.begin(ctrl)
+        self.advance()
+        return self.finish()
+
+    def begin(self, ctrl: np.ndarray) -> None:
         self._command(ctrl)
+
+    def advance(self) -> None:
         for _ in range(self.substeps):
             pb.stepSimulation(physicsClientId=self.c)
+
+    def finish(self) -> bool:
         q = self._joint_states()[0]
         return bool(np.isfinite(q).all())
 

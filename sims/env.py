@@ -80,17 +80,27 @@ class RobotworldEnv(gym.Env):
         return self._obs(), self._info(False, False)
 
     def step(self, action):
+        self.begin_step(action)
+        self.physics.advance()
+        return self.finish_step()
+
+    # step() in two halves around the physics, for sims.vector.ThreadedVectorEnv
+    def begin_step(self, action) -> None:
+        """Check the action and command the controller's joint targets."""
         if self.episode is None:
             raise RuntimeError("call reset() before step()")
         a = self._check_action(action)
         s = self._state
-        ctrl = self.controller.command(a, s.q, s.tcp_pos, s.tcp_rot, self.physics.jacobian())
-        stable = self.physics.step(ctrl)
+        self.physics.begin(self.controller.command(a, s.q, s.tcp_pos, s.tcp_rot, self.physics.jacobian()))
+
+    def finish_step(self):
+        """Read the new state after the physics ran: step()'s return value."""
+        stable = self.physics.finish()
         self._steps += 1
         truncated = self._steps >= self.cfg.episode_length
         if not stable:
             warnings.warn(f"{self.cfg.task}: simulation went unstable at step {self._steps}; "
-                          "ending the episode", RuntimeWarning, stacklevel=2)
+                          "ending the episode", RuntimeWarning, stacklevel=3)
             self.physics.reset(self.episode)  # a finite state for the last observation
             self._state = self.physics.state()
             info = self._info(False, True)

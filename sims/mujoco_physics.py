@@ -92,13 +92,25 @@ class MujocoPhysics:
     # ---- stepping -------------------------------------------------------------------------
     def step(self, ctrl: np.ndarray) -> bool:
         """Hold ctrl for one control period; False if the simulation went unstable."""
+        self.begin(ctrl)
+        self.advance()
+        return self.finish()
+
+    # The step in three parts, so that a vector env can run the heavy middle one for many
+    # copies on a thread pool (MuJoCo releases the GIL in mj_step) and the light Python ends
+    # on one thread, without the copies fighting over the GIL at every short MuJoCo call.
+    def begin(self, ctrl: np.ndarray) -> None:
+        self.data.ctrl[:] = ctrl
+        self._bad_before = self._divergence_count()
+
+    def advance(self) -> None:
+        mujoco.mj_step(self.model, self.data, self.substeps)
+
+    def finish(self) -> bool:
         m, d = self.model, self.data
-        d.ctrl[:] = ctrl
-        bad = self._divergence_count()
-        mujoco.mj_step(m, d, self.substeps)
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
-        if self._divergence_count() != bad:  # MuJoCo warned and reset the data
+        if self._divergence_count() != self._bad_before:  # MuJoCo warned and reset the data
             return False
         # NaN fails the comparison; a finite velocity keeps the integrated qpos finite
         qvel = d.qvel

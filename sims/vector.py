@@ -27,11 +27,11 @@ def make_vec(task: str, num_envs: int, sim: str = "mujoco", asynchronous: bool =
 
 
 class ThreadedVectorEnv:
-    """``num_envs`` copies stepped by a pool of threads, each owning a contiguous slice.
+    """``num_envs`` copies whose physics runs on a pool of threads, one per core.
 
-    MuJoCo releases the GIL inside ``mj_step``, so one thread's physics runs while another
-    thread's Python (controller, observation) runs: on two cores this beats one process per
-    copy, whose pipes cost more than the physics they parallelise (see BENCHMARKS.md).
+    MuJoCo releases the GIL inside ``mj_step``, so the copies' physics runs on all cores while
+    the light Python (controller, observation) runs on one: on two cores this beats one
+    process per copy, whose pipes cost more than the physics they parallelise (BENCHMARKS.md).
     Finished episodes are reset in place (the returned observation is the new episode's first;
     ``infos[i]["final_info"]`` holds the finished episode's last info).
     """
@@ -48,32 +48,46 @@ class ThreadedVectorEnv:
         self.envs = [sims.make(task, sim=sim, **overrides) for _ in range(num_envs)]
         self.num_envs = num_envs
         threads = max(1, min(num_threads or os.cpu_count() or 1, num_envs))
-        bounds = [round(i * num_envs / threads) for i in range(threads + 1)]
-        self._slices = [range(bounds[i], bounds[i + 1]) for i in range(threads)]
+        self._threads = threads
         self._pool = ThreadPoolExecutor(threads)
         self.single_action_space = self.envs[0].action_space
         self.single_observation_space = self.envs[0].observation_space
-        self._results: list = [None] * num_envs
+        self._raw = [env.unwrapped for env in self.envs]
 
     def reset(self, seed: int | None = None):
         out = [env.reset(seed=None if seed is None else seed + i)
                for i, env in enumerate(self.envs)]
         return self._stack([o for o, _ in out]), [i for _, i in out]
 
-    def _run(self, idx: range, actions) -> None:
-        for i in idx:
-            obs, r, term, trunc, info = self.envs[i].step(actions[i])
-            if term or trunc:
-                info = {"final_info": info}
-                obs, _ = self.envs[i].reset()
-            self._results[i] = (obs, r, term, trunc, info)
+    def _advance(self, queue) -> None:
+        # Copies are taken one at a time from a shared iterator (next() on it is atomic under
+        # the GIL): a copy in contact costs several times one in free motion, so fixed slices
+        # would leave a thread idle.
+        for i in queue:
+            self._raw[i].physics.advance()
 
     def step(self, actions):
-        """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos."""
-        list(self._pool.map(self._run, self._slices, [actions] * len(self._slices)))
-        obs, rew, term, trunc, infos = zip(*self._results)
+        """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos.
+
+        Three phases: every copy's controller on this thread, then the physics of all copies
+        on the pool (the GIL is released inside mj_step, so the slices run in parallel), then
+        every copy's observation on this thread. Interleaving whole steps across threads
+        instead makes the threads trade the GIL at each short MuJoCo call.
+        """
         import numpy as np
 
+        for env, a in zip(self._raw, actions):
+            env.begin_step(a)
+        queue = iter(range(self.num_envs))
+        list(self._pool.map(self._advance, [queue] * self._threads))
+        results = []
+        for env in self._raw:
+            obs, r, term, trunc, info = env.finish_step()
+            if term or trunc:
+                info = {"final_info": info}
+                obs, _ = env.reset()
+            results.append((obs, r, term, trunc, info))
+        obs, rew, term, trunc, infos = zip(*results)
         return (self._stack(obs), np.array(rew), np.array(term), np.array(trunc), list(infos))
 
     @staticmethod
