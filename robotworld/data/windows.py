@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -122,10 +122,13 @@ class WindowSampler:
         dataset: a Dataset or its directory.
         horizon: H, steps per window.
         seed: seed of the sampling generator (same seed, same windows).
+        episodes: which dataset episode indices to sample from (a train / held-out split);
+            all by default.
     """
 
     def __init__(self, dataset: Dataset | str | os.PathLike, horizon: int = 16, seed: int = 0,
-                 obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress: bool = False) -> None:
+                 obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress: bool = False,
+                 episodes: Callable[[int], bool] | None = None) -> None:
         if horizon < 1:
             raise ValueError(f"horizon = {horizon}: expected at least 1")
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
@@ -143,6 +146,12 @@ class WindowSampler:
                        - np.repeat(np.cumsum(ep_len) - ep_len, ep_len))
         self._last = (ep_start + ep_len)[ep_of]
         self._ep = self.episode_index[ep_of]
+        if episodes is not None:
+            keep = np.array([bool(episodes(int(i))) for i in self.episode_index])[ep_of]
+            if not keep.any():
+                raise fmt.DatasetError(f"no episode of '{self.dataset.root}' is selected for sampling")
+            self._start, self._last, self._ep = self._start[keep], self._last[keep], self._ep[keep]
+        self.instruction_of = dict(zip(self.episode_index.tolist(), self.instructions))
         self._rng = np.random.default_rng(seed)
         self._ar = np.arange(horizon + 1)
 
