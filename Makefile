@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch: a CPU build first, so that no multi-GB CUDA build is pulled in on a CPU machine.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install sysdeps clean bench
+.PHONY: demo test lint install sysdeps clean bench world-model
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,16 @@ lint: install
 
 bench: install
 	$(BIN)/robotworld bench env --task pick_place
+
+# Reproduces the shipped world model (robotworld/checkpoints/world_model.pt): 800 noisy-expert
+# episodes per task (seed 0), then 20,000 steps of the small preset (about 20 min on 2 cores).
+WM_TASKS := reach push lift pick_place pick_place_clutter
+world-model: install
+	for t in $(WM_TASKS); do $(BIN)/robotworld collect --task $$t --policy noisy-expert --episodes 800 \
+	  --workers 2 --seed 0 --out data/wm/$$t; done
+	$(BIN)/robotworld train world-model --data $$(echo $(WM_TASKS) | sed 's#\([a-z_]*\)#data/wm/\1#g; s/ /,/g') \
+	  --out runs/wm_default --steps 20000 --eval-every 2000 --threads 2 --seed 0
+	$(BIN)/python -c "from robotworld.model.checkpoint import export_shipped; export_shipped('runs/wm_default/checkpoint.pt')"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

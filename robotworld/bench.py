@@ -382,3 +382,90 @@ def bench_data(cfg: DataBenchConfig) -> dict:
     out["windows_per_s"] = round(n / (time.perf_counter() - t0), 1)
     out["window_horizon"], out["window_batch"] = cfg.horizon, cfg.batch_size
     return out
+
+
+@dataclass
+class ImagineBenchConfig:
+    """World-model speed: imagined transitions per second, and training samples per second."""
+
+    checkpoint: str = "default"
+    """World-model checkpoint ('default': the shipped one; a preset name: tiny, small or base untrained)."""
+    batch: int = 1024
+    """Action sequences imagined per call (B)."""
+    horizon: int = 16
+    """Steps per sequence (H)."""
+    iters: int = 30
+    """Timed imagine calls."""
+    train_batch: int = 256
+    """Windows per training step for the training-throughput figure."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default, one per core)."""
+
+
+def bench_imagine(cfg: ImagineBenchConfig) -> dict:
+    """transitions_per_s of imagine at B x H, and train_samples_per_s of the training step."""
+    import torch
+
+    from robotworld.model import checkpoint as ckpt
+    from robotworld.model.train import Objective, TrainConfig, pick_device
+    from robotworld.model.world_model import PRESETS, ModelSpec, WorldModel, model_config
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    if cfg.checkpoint in PRESETS:
+        model = WorldModel(ModelSpec(max_objects=3), model_config(cfg.checkpoint)).to(device)
+    else:
+        model = ckpt.load(cfg.checkpoint, device)
+    model.eval()
+    spec, L = model.spec, model.cfg.latent_dim
+    g = torch.Generator(device="cpu").manual_seed(0)
+    z = torch.rand(cfg.batch, L, generator=g).to(device)
+    acts = (torch.rand(cfg.batch, cfg.horizon, spec.action_dim, generator=g) * 2 - 1).to(device)
+    temb = model.task_emb(torch.zeros(cfg.batch, dtype=torch.long, device=device))
+    ctx = (temb, torch.zeros_like(temb))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(3):
+            model.imagine(z, acts, ctx)
+        sync()
+        times = []
+        for _ in range(cfg.iters):
+            t0 = time.perf_counter()
+            model.imagine(z, acts, ctx)
+            sync()
+            times.append(time.perf_counter() - t0)
+    per_call = float(np.median(times))
+    # training throughput on a batch of the training shapes
+    tcfg = TrainConfig(horizon=10)
+    obj = Objective(model.train(), tcfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    B, H = cfg.train_batch, tcfg.horizon
+    batch = {"obs": (torch.randn(B, H + 1, spec.obs_dim, generator=g) * 0.1 + 0.3).to(device),
+             "action": (torch.rand(B, H, spec.action_dim, generator=g) * 2 - 1).to(device),
+             "objects_real": torch.full((B,), spec.max_objects, device=device),
+             "task": torch.zeros(B, dtype=torch.long, device=device), "instructions": ["pick up the red cube"] * B}
+    for k in ("reward", "success", "grasp", "collision", "terminated"):
+        batch[k] = torch.zeros(B, H, device=device)
+    batch["mask"] = torch.ones(B, H, device=device)
+    steps_t = []
+    for k in range(13):
+        t0 = time.perf_counter()
+        loss, _ = obj(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync()
+        if k >= 3:
+            steps_t.append(time.perf_counter() - t0)
+    return {"device": str(device), "torch_threads": torch.get_num_threads(),
+            "model": model.cfg.preset, "latent_dim": L, "hidden_dim": model.cfg.hidden_dim,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "batch": cfg.batch, "horizon": cfg.horizon,
+            "imagine_ms_p50": round(per_call * 1e3, 2),
+            "imagine_ms_p95": round(float(np.percentile(times, 95)) * 1e3, 2),
+            "transitions_per_s": round(cfg.batch * cfg.horizon / per_call, 1),
+            "train_batch": B, "train_horizon": H,
+            "train_samples_per_s": round(B / float(np.median(steps_t)), 1)}

@@ -14,6 +14,9 @@ Usage examples:
     robotworld data verify data/pick_place
     robotworld data export data/pick_place --format lerobot --out data/pick_place_lerobot
     robotworld bench data --json
+    robotworld train world-model --data data/wm/pick_place,data/wm/lift --out runs/wm [--device auto] [--resume]
+    robotworld eval world-model --checkpoint default --data data/wm/pick_place --json
+    robotworld bench imagine --json
 """
 
 from __future__ import annotations
@@ -95,6 +98,37 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_imagine(args: argparse.Namespace) -> int:
+    from robotworld.bench import ImagineBenchConfig, bench_imagine
+
+    out = bench_imagine(configs.build(ImagineBenchConfig, args))
+    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in out.items()))
+    return 0
+
+
+def cmd_train_world_model(args: argparse.Namespace) -> int:
+    from robotworld.model.train import TrainConfig, train
+
+    cfg = configs.build(TrainConfig, args, configs.load_yaml(args.config) if args.config else {})
+    if args.json:
+        cfg.progress = False
+    metrics = train(cfg)
+    print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_eval_world_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robotworld.model.evaluate import WorldModelEvalConfig, evaluate_world_model, write_json
+
+    cfg = configs.build(WorldModelEvalConfig, args)
+    res = evaluate_world_model(cfg)
+    write_json(res, Path(res["plots"][0]).parent / "metrics.json")
+    print(json.dumps(res, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in res.items()))
+    return 0
+
+
 def cmd_bench_twin(args: argparse.Namespace) -> int:
     from robotworld.bench import TwinBenchConfig, bench_twin
 
@@ -160,8 +194,10 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robotworld.bench import DataBenchConfig, EnvBenchConfig, TwinBenchConfig
+    from robotworld.bench import DataBenchConfig, EnvBenchConfig, ImagineBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
+    from robotworld.model.evaluate import WorldModelEvalConfig
+    from robotworld.model.train import TrainConfig
 
     p = argparse.ArgumentParser(prog="robotworld", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--json", action="store_true", help="print machine-readable JSON")
     dx.set_defaults(func=cmd_data_export)
 
+    train = sub.add_parser("train", help="train a model")
+    tsub = train.add_subparsers(dest="what", required=True)
+    tw = tsub.add_parser("world-model", help="train the latent world model on collected datasets")
+    configs.add_arguments(tw, TrainConfig, skip=("progress",))
+    tw.add_argument("--config", help="YAML file of TrainConfig fields")
+    tw.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
+    tw.set_defaults(func=cmd_train_world_model)
+
+    ew = sub.add_parser("eval-world-model", help="world-model accuracy on held-out episodes "
+                        "(also spelled `robotworld eval world-model`)")
+    configs.add_arguments(ew, WorldModelEvalConfig)
+    ew.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ew.set_defaults(func=cmd_eval_world_model)
+
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bsub = bench.add_subparsers(dest="what", required=True)
     be = bsub.add_parser("env", help="env, batched, raw-physics and rendered steps/s")
@@ -220,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_arguments(bd, DataBenchConfig)
     bd.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bd.set_defaults(func=cmd_bench_data)
+    bi = bsub.add_parser("imagine", help="world model: imagined transitions/s and training samples/s")
+    configs.add_arguments(bi, ImagineBenchConfig)
+    bi.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    bi.set_defaults(func=cmd_bench_imagine)
     bt = bsub.add_parser("twin", help="MuJoCo vs PyBullet divergence on the same expert actions")
     configs.add_arguments(bt, TwinBenchConfig)
     bt.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -229,12 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from robotworld.data.format import DatasetError
+    from robotworld.model.checkpoint import CheckpointError
     from sims.config import ConfigError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "world-model"]:  # `robotworld eval world-model ...`
+        argv = ["eval-world-model"] + argv[2:]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, configs.ConfigFileError, ValueError, DatasetError) as e:
+    except (ConfigError, configs.ConfigFileError, ValueError, DatasetError, CheckpointError) as e:
         print(f"robotworld {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

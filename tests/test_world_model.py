@@ -1,0 +1,186 @@
+"""The world model: imagine's contract, learning on a tiny real dataset, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sims
+from robotworld.data import CollectConfig, collect
+from robotworld.model import CheckpointError, ModelSpec, WorldModel, load, model_config, save
+from robotworld.model import checkpoint as ckpt
+from robotworld.model.evaluate import WorldModelEvalConfig, auroc, ece, evaluate_world_model
+from robotworld.model.train import TrainConfig, train
+
+CLI = [sys.executable, "-m", "robotworld.cli"]
+
+
+def _model(seed: int = 0) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(ModelSpec(max_objects=2), model_config("tiny")).eval()
+
+
+def _obs(task: str = "pick_place", seed: int = 0) -> dict:
+    env = sims.make(task)
+    obs, _ = env.reset(seed=seed)
+    return obs
+
+
+def test_imagine_shapes_and_determinism():
+    m = _model()
+    z = m.encode(_obs(), task="pick_place")
+    assert z.shape == (1, m.cfg.latent_dim)
+    acts = torch.rand(8, 6, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = m.imagine(z, acts)
+    assert out.latents.shape == (8, 7, m.cfg.latent_dim)
+    for k in ("reward", "success", "grasp", "collision"):
+        assert getattr(out, k).shape == (8, 6)
+    assert out.object_pos.shape == (8, 6, 2, 3)
+    assert ((out.grasp >= 0) & (out.grasp <= 1)).all()
+    again = m.imagine(z, acts)
+    assert torch.equal(out.latents, again.latents) and torch.equal(out.collision, again.collision)
+    one = m.imagine(z, acts[3:4])  # a sequence gives the same result alone as in a batch
+    torch.testing.assert_close(one.latents[0], out.latents[3], rtol=1e-5, atol=1e-6)
+    # SimNorm: every group of the latent is a probability simplex
+    groups = out.latents.reshape(8, 7, -1, m.cfg.simnorm_group).sum(-1)
+    torch.testing.assert_close(groups, torch.ones_like(groups))
+
+
+def test_bad_observations_and_actions_are_refused():
+    m = _model()
+    obs = _obs()
+    with pytest.raises(ValueError, match="no 'goal'"):
+        m.encode({k: v for k, v in obs.items() if k != "goal"})
+    with pytest.raises(ValueError, match="proprio"):
+        m.encode(dict(obs, proprio=np.zeros(21, np.float32)))
+    with pytest.raises(ValueError, match="at most 2"):
+        m.encode(dict(obs, objects=np.zeros(21, np.float32)))
+    with pytest.raises(ValueError, match="not one this model knows"):
+        m.encode(obs, task="stack")
+    z = m.encode(obs)
+    with pytest.raises(ValueError, match=r"expected \(B, H, 5\)"):
+        m.imagine(z, torch.zeros(4, 3, 8))
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path: Path):
+    m = _model(1)
+    path = tmp_path / "wm.pt"
+    save(path, m)
+    back = load(path)
+    z0, z1 = m.encode(_obs(), task="lift"), back.encode(_obs(), task="lift")
+    acts = torch.zeros(2, 4, 5)
+    assert torch.equal(z0, z1) and torch.equal(m.imagine(z0, acts).reward, back.imagine(z1, acts).reward)
+    # a tampered file
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    bad = tmp_path / "tampered.pt"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError):
+        load(bad)
+    # not a checkpoint at all, and a torch file of another kind
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a robotworld world-model checkpoint"):
+        load(tmp_path / "notes.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="format"):
+        load(tmp_path / "other.pt")
+    # another format version
+    body = torch.load(path, weights_only=True)
+    body["format_version"] = 99
+    torch.save(body, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load(tmp_path / "future.pt")
+    # a pickle that would run code is refused by weights_only, never executed
+    torch.save({"format": ckpt.FORMAT, "payload": _Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        load(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).parent / "pwned",))
+
+
+def test_auroc_and_ece_on_known_cases():
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    e, _ = ece(np.array([0.0, 1.0]), np.array([0, 1]))
+    assert e == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("wm") / "lift"
+    collect(CollectConfig(task="lift", policy="noisy-expert", episodes=60, workers=2, out=str(out), progress=False))
+    return str(out)
+
+
+def _cfg(data: str, out: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(data=data, out=str(out), preset="tiny", steps=steps, batch_size=64, horizon=6,
+                       eval_every=kw.pop("eval_every", steps), progress=False, threads=2, **kw)
+
+
+def test_a_briefly_trained_model_beats_the_constant_position_baseline(tiny_data: str, tmp_path: Path):
+    train(_cfg(tiny_data, tmp_path, 600, lr=3e-3))
+    res = evaluate_world_model(WorldModelEvalConfig(checkpoint=str(tmp_path / "checkpoint.pt"), data=tiny_data,
+                                                    windows=512, device="cpu"))
+    # where the object moves (lifted), the model knows where it went; standing still is free
+    for h in (10, 20):
+        assert res[f"pos_err_cm_h{h}_moving"] < 0.8 * res[f"baseline_pos_err_cm_h{h}_moving"], res
+    assert res["grasp_auroc"] > 0.9
+    assert Path(res["plots"][0]).exists() and Path(res["plots"][1]).exists()
+
+
+def test_resume_continues_step_count_and_optimizer(tiny_data: str, tmp_path: Path):
+    train(_cfg(tiny_data, tmp_path, 20, eval_every=10))
+    first = ckpt.read(tmp_path / "checkpoint.pt")
+    assert first["step"] == 20
+    train(_cfg(tiny_data, tmp_path, 30, eval_every=10, resume=True))
+    body = ckpt.read(tmp_path / "checkpoint.pt")
+    assert body["step"] == 30
+    adam_steps = {int(s["step"]) for s in body["optimizer"]["state"].values()}
+    assert adam_steps == {30}
+
+
+def test_cli_train_eval_and_bench(tiny_data: str, tmp_path: Path):
+    run = subprocess.run(CLI + ["train", "world-model", "--data", tiny_data, "--out", str(tmp_path), "--steps", "5",
+                                "--preset", "tiny", "--batch-size", "32", "--horizon", "4", "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    ev = subprocess.run(CLI + ["eval", "world-model", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data",
+                               tiny_data, "--windows", "256", "--json"], capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads(ev.stdout)
+    for k in ("pos_err_cm_h1", "pos_err_cm_h5", "pos_err_cm_h10", "pos_err_cm_h20", "grasp_auroc", "grasp_ece",
+              "collision_auroc", "reward_mae"):
+        assert k in res
+    assert (tmp_path / "metrics.json").exists()
+    bench = subprocess.run(CLI + ["bench", "imagine", "--checkpoint", "tiny", "--batch", "64", "--iters", "2",
+                                  "--json"], capture_output=True, text=True)
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["transitions_per_s"] > 0
+    bad = subprocess.run(CLI + ["eval", "world-model", "--checkpoint", str(tmp_path / "nope.pt"), "--data", tiny_data],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_torchrun_data_parallel_on_cpu(tiny_data: str, tmp_path: Path):
+    """The same command under torchrun: two processes, gloo on CPU, one checkpoint from rank 0."""
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "robotworld.cli", "train", "world-model", "--data", tiny_data, "--out",
+                          str(tmp_path), "--steps", "6", "--eval-every", "3", "--preset", "tiny", "--batch-size", "32",
+                          "--horizon", "4", "--device", "cpu", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    body = ckpt.read(tmp_path / "checkpoint.pt")
+    assert body["step"] == 6
