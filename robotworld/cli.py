@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("eval", help="evaluate a policy on a task (success with 95% CI)")
+    ev = sub.add_parser("eval", help="evaluate a policy on a task (success with 95%% CI)")
     configs.add_arguments(ev, EvalConfig, skip=("progress",))
     ev.add_argument("--config", help="YAML file of EvalConfig fields (and an 'env' mapping)")
     ev.add_argument("--set", action="append", metavar="FIELD=VALUE",

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = type(default)
-        kw: dict[str, Any] = {"default": None, "help": f"{docs.get(f.name, '')} (default: {default})"}
+        text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")  # argparse formats help
+        kw: dict[str, Any] = {"default": None, "help": text}
         if kind is bool:
             kw["type"] = _parse_bool
             kw["metavar"] = "BOOL"

@@ -77,3 +77,15 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(95, 100)
     assert abs(lo - 0.8882) < 1e-3 and abs(hi - 0.9785) < 1e-3
     assert wilson_interval(0, 10)[0] == 0.0
+
+
+@pytest.mark.parametrize("cmd", [[], ["eval"], ["eval", "world-model"], ["demo"], ["collect"], ["data", "info"],
+                                 ["data", "verify"], ["data", "export"], ["train", "world-model"],
+                                 ["bench", "env"], ["bench", "data"], ["bench", "imagine"], ["bench", "twin"]])
+def test_every_help_renders(cmd, capsys):
+    from robotworld.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([*cmd, "--help"])
+    assert done.value.code == 0
+    assert "usage: robotworld" in capsys.readouterr().out
