@@ -107,7 +107,8 @@ def cmd_bench_imagine(args: argparse.Namespace) -> int:
 
 
 def cmd_train_world_model(args: argparse.Namespace) -> int:
-    from robotworld.model.train import TrainConfig, train
+    from robotworld.model.configs import TrainConfig
+    from robotworld.model.train import train
 
     cfg = configs.build(TrainConfig, args, configs.load_yaml(args.config) if args.config else {})
     if args.json:
@@ -120,7 +121,8 @@ def cmd_train_world_model(args: argparse.Namespace) -> int:
 def cmd_eval_world_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from robotworld.model.evaluate import WorldModelEvalConfig, evaluate_world_model, write_json
+    from robotworld.model.configs import WorldModelEvalConfig
+    from robotworld.model.evaluate import evaluate_world_model, write_json
 
     cfg = configs.build(WorldModelEvalConfig, args)
     res = evaluate_world_model(cfg)
@@ -196,8 +198,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from robotworld.bench import DataBenchConfig, EnvBenchConfig, ImagineBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
-    from robotworld.model.evaluate import WorldModelEvalConfig
-    from robotworld.model.train import TrainConfig
+    from robotworld.model.configs import TrainConfig, WorldModelEvalConfig
 
     p = argparse.ArgumentParser(prog="robotworld", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,7 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from robotworld.data.format import DatasetError
-    from robotworld.model.checkpoint import CheckpointError
     from sims.config import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, configs.ConfigFileError, ValueError, DatasetError, CheckpointError) as e:
+    except (ConfigError, configs.ConfigFileError, ValueError, DatasetError) as e:  # CheckpointError is a ValueError
         print(f"robotworld {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -4,9 +4,24 @@
     wm = load("default")                 # the shipped multi-task model
     z = wm.encode(obs, task="pick_place")
     out = wm.imagine(z, actions)         # actions (B, H, A) -> latents, reward, success/grasp/collision
+
+Names are imported on first use, so that ``robotworld.model.configs`` (and the CLI) load
+without torch.
 """
 
-from robotworld.model.checkpoint import CheckpointError, load, save
-from robotworld.model.world_model import Imagined, ModelConfig, ModelSpec, WorldModel, model_config
+from importlib import import_module
+from typing import Any
 
-__all__ = ["CheckpointError", "Imagined", "ModelConfig", "ModelSpec", "WorldModel", "load", "model_config", "save"]
+_NAMES = {
+    "CheckpointError": "robotworld.model.checkpoint", "load": "robotworld.model.checkpoint",
+    "save": "robotworld.model.checkpoint", "Imagined": "robotworld.model.world_model",
+    "ModelConfig": "robotworld.model.world_model", "ModelSpec": "robotworld.model.world_model",
+    "WorldModel": "robotworld.model.world_model", "model_config": "robotworld.model.world_model",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'robotworld.model' has no attribute {name!r}")

@@ -18,35 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from robotworld.model.configs import WorldModelEvalConfig
+
 HORIZONS = (1, 5, 10, 20)
 CHUNK = 8
-
-
-@dataclass
-class WorldModelEvalConfig:
-    """One evaluation of a world model on held-out episodes."""
-
-    checkpoint: str = "default"
-    """World-model checkpoint, or 'default' for the one shipped with robotworld."""
-    data: str = "data/wm/pick_place"
-    """Dataset directories, comma-separated."""
-    episodes: str = "held-out"
-    """held-out (every holdout_every-th episode, as in training) or all."""
-    windows: int = 2000
-    """Random windows of 20 steps per dataset."""
-    out: str | None = None
-    """Directory for metrics.json and the plots (default: next to the checkpoint)."""
-    seed: int = 0
-    """Seed of the window sampling."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
 
 
 def auroc(score: np.ndarray, label: np.ndarray) -> float:

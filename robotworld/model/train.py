@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,47 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robotworld.model import checkpoint as ckpt
+from robotworld.model.configs import TrainConfig
 from robotworld.model.world_model import TASKS, ModelSpec, WorldModel, instruction_tokens, model_config
-
-
-@dataclass
-class TrainConfig:
-    """One world-model training run."""
-
-    data: str = "data/pick_place"
-    """Dataset directories, comma-separated (one per task for a multi-task model)."""
-    out: str = "runs/world_model"
-    """Run directory: checkpoints, TensorBoard logs, metrics."""
-    preset: str = "small"
-    """Model size: tiny, small or base."""
-    steps: int = 20000
-    """Gradient steps in total (a resumed run continues to this count)."""
-    batch_size: int = 256
-    """Windows per gradient step (split evenly over the datasets)."""
-    horizon: int = 10
-    """Steps of latent rollout per window (multi-step consistency)."""
-    lr: float = 1e-3
-    """Adam learning rate (cosine decay to 10% over the run)."""
-    rho: float = 0.9
-    """Weight decay of the loss over the rollout: step t counts rho**t."""
-    gamma: float = 0.95
-    """Discount of the Q ensemble's TD targets."""
-    tau: float = 0.01
-    """EMA rate of the target Q network."""
-    holdout_every: int = 10
-    """Every N-th episode of each dataset is held out for evaluation."""
-    eval_every: int = 1000
-    """Steps between held-out evaluations (and checkpoints)."""
-    seed: int = 0
-    """Seed of the initial weights and the window sampling."""
-    device: str = "auto"
-    """auto (cuda when there is one), cpu or cuda[:N]."""
-    threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
-    resume: bool = False
-    """Continue from OUT/checkpoint.pt: weights, optimizer, step count and sampler state."""
-    progress: bool = True
-    """Show a progress bar."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -192,9 +153,13 @@ class Objective(nn.Module):
         # imagine reports it (start + decoded motion), in units of 5 cm
         start = obs[:, :1, m.spec.proprio_dim:m.spec.proprio_dim + 7 * m.spec.max_objects]
         start = start.reshape(B, 1, m.spec.max_objects, 7)[..., :3]
-        moved = start + heads["object_pos"] - enc_pos[:, :1]
+        moved_logit = m.moved_logits(enc[:, 0], roll)  # (B, H, N)
+        did_move = ((true_pos - start).norm(dim=-1) > 0.005).float()
+        gate = F.binary_cross_entropy_with_logits(moved_logit, did_move, reduction="none")
+        gate = ((gate * real[:, None]).sum(-1) * w).sum() / wsum
+        moved = start + torch.sigmoid(moved_logit)[..., None] * (heads["object_pos"] - enc_pos[:, :1])
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
-                     + 4 * pos_err(moved, true_pos)) * w).sum() / wsum
+                     + 4 * pos_err(moved, true_pos)) * w).sum() / wsum + gate
         # Q ensemble, TD(0) on the data's own next action (the behaviour policy's value):
         # Q(z_t, a_t) -> r_t + gamma * (1 - done_t) * Q'(z*_{t+1}, a_{t+1}), z* the encoded latent
         lat = torch.cat((enc[:, :1], roll[:, :-1]), 1)[:, :H - 1].detach()

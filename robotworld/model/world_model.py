@@ -143,6 +143,8 @@ class WorldModel(nn.Module):
         self.dynamics = mlp(L + A + T, Hd, L)
         self.heads = mlp(L + T, Hd, 4 + 3 * spec.max_objects, layers=1)  # reward, success, grasp, collision, pos
         self.q = nn.ModuleList(mlp(L + A + T, Hd, 1) for _ in range(cfg.num_q))
+        # has object n moved since the start latent? (logits from the pair (z_0, z_t))
+        self.moved = mlp(2 * L, Hd // 2, spec.max_objects, layers=1)
         mean = torch.tensor(spec.obs_mean or [0.0] * spec.obs_dim, dtype=torch.float32)
         std = torch.tensor(spec.obs_std or [1.0] * spec.obs_dim, dtype=torch.float32)
         self.register_buffer("obs_mean", mean)
@@ -201,6 +203,10 @@ class WorldModel(nn.Module):
         pos = out[..., 4:].reshape(*z.shape[:-1], n, 3) * 0.1 + self.pos_offset  # metres
         return {"reward": out[..., 0], "success": out[..., 1], "grasp": out[..., 2],
                 "collision": out[..., 3], "object_pos": pos}
+
+    def moved_logits(self, z0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Logits that each object has moved between z0 and z. z0: (B, L), z: (B, H, L) -> (B, H, N)"""
+        return self.moved(torch.cat((z0[:, None].expand_as(z), z), -1))
 
     def q_values(self, z: torch.Tensor, a: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """(num_q, ...) Q estimates. z: (..., L), a: (..., A)."""
@@ -273,9 +279,12 @@ class WorldModel(nn.Module):
         if anchor is None and context is None:
             anchor = self._anchor
         # Positions are reported as the observed start plus the decoded displacement, so that a
-        # bias of the decoder cancels and standing still is exactly "no motion".
+        # bias of the decoder cancels.
+        # The displacement is weighted by the probability that the object moved at all, so that
+        # resting objects stay exactly where they were observed.
         start = pos[:, :1] if anchor is None else anchor.reshape(-1, 1, *pos.shape[2:]).expand(B, 1, -1, -1)
-        pos = start + (pos[:, 1:] - pos[:, :1])
+        moved = torch.sigmoid(self.moved_logits(latents[:, 0], latents[:, 1:]))[..., None]
+        pos = start + moved * (pos[:, 1:] - pos[:, :1])
         return Imagined(latents, heads["reward"][:, 1:] * self.spec.reward_scale,
                         torch.sigmoid(heads["success"][:, 1:]), torch.sigmoid(heads["grasp"][:, 1:]),
                         torch.sigmoid(heads["collision"][:, 1:]), pos)
