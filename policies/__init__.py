@@ -65,7 +65,14 @@ REGISTRY: dict[str, Callable[..., Policy]] = {
     "noisy-expert": lambda seed=None: ExpertPolicy(0.3, seed),
     "random": lambda seed=None: RandomPolicy(seed),
     "zero": lambda seed=None: ZeroPolicy(),
+    "mpc": lambda seed=None: _mpc(seed=seed),  # MPPI over the shipped world model (torch)
 }
+
+
+def _mpc(**kw):
+    from policies.mpc import MPCPolicy
+
+    return MPCPolicy(**kw)
 
 
 def make_policy(name: str, seed: int | None = None) -> Policy:

@@ -18,7 +18,7 @@ class EvalConfig:
     task: str = "pick_place"
     """Task name (see ``robotworld eval --help``)."""
     policy: str = "expert"
-    """Policy name: expert, noisy-expert, random, zero."""
+    """Policy name: expert, noisy-expert, random, zero, mpc (MPPI over the shipped world model)."""
     episodes: int = 100
     """Number of episodes; episode k is reset with seed + k."""
     seed: int = 0

@@ -1,0 +1,53 @@
+"""Costs for the planner from the world model's imagination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class CostWeights:
+    """How the imagined outcomes of a sequence are turned into one cost (lower is better)."""
+
+    reward: float = 1.0
+    """Weight of the discounted imagined reward (a gain)."""
+    success: float = 1.0
+    """Weight of the summed success probability (a gain)."""
+    value: float = 1.0
+    """Weight of the Q ensemble's value after the horizon (a gain)."""
+    collision: float = 5.0
+    """Weight of the summed collision probability (a cost); 0 turns collision avoidance off."""
+    gamma: float = 0.95
+    """Discount over the horizon."""
+
+
+class WorldModelCost:
+    """Scores action sequences (H, S, A) by imagining them from the current observation."""
+
+    def __init__(self, model: Any, weights: CostWeights | None = None) -> None:
+        self.model, self.w = model, weights or CostWeights()
+        self.z = self.context = self.anchor = None
+
+    def observe(self, obs: dict, task: str) -> None:
+        """Encode the observation the next plan starts from."""
+        self.z = self.model.encode(obs, task=task)
+        self.context, self.anchor = self.model._context, self.model._anchor
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.z is None:
+            raise RuntimeError("call observe(obs, task) before planning")
+        m, w = self.model, self.w
+        H, S, A = x.shape
+        if A != m.spec.action_dim:
+            raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
+        out = m.imagine(self.z, x.transpose(0, 1), self.context, self.anchor)
+        disc = w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32)
+        gain = w.reward * (out.reward * disc).sum(1) + w.success * (out.success * disc).sum(1)
+        if w.value:
+            temb = self.context[0].expand(S, -1)
+            gain = gain + w.value * w.gamma ** H * m.q_values(out.latents[:, -1], x[-1], temb).mean(0)
+        return -gain + w.collision * out.collision.sum(1)

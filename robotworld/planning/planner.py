@@ -1,0 +1,148 @@
+"""Sampling-based MPC: MPPI and CEM over any batched cost, such as the world model's ``imagine``.
+
+Tensors are shaped ``(horizon, samples, action_dim)`` as in TD-MPC2. One ``plan`` call runs
+``iterations`` rounds of: sample around the current mean with time-correlated noise (plus the
+policy's proposals and the mean itself), score every sequence in one batched call, keep the
+elites, and refit the mean and spread (MPPI: exponentially weighted by cost; CEM: uniform over
+the elites). The mean is warm-started from the previous call's solution shifted by one step.
+Actions always stay inside the bounds; a sample whose cost is not finite is dropped and counted,
+never chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]  # (H, S, A) action sequences -> (S,) costs
+
+
+@dataclass
+class PlannerConfig:
+    """Sampling-based MPC settings."""
+
+    method: str = "mppi"
+    """mppi (cost-weighted refit) or cem (uniform refit over the elites)."""
+    horizon: int = 16
+    """H, steps planned ahead."""
+    samples: int = 1024
+    """S, action sequences scored per iteration."""
+    iterations: int = 6
+    """Refinement rounds per plan."""
+    elites: int = 64
+    """Best sequences the distribution is refit to."""
+    temperature: float = 0.5
+    """MPPI temperature, in units of the elites' cost spread."""
+    init_std: float = 0.5
+    """Spread of the sampling noise at the start of each plan."""
+    min_std: float = 0.05
+    """Lower bound of the spread, so the search never collapses to a point."""
+    smoothing: float = 0.5
+    """Correlation of the noise between consecutive steps (0: white, towards 1: smooth)."""
+    action_rate: float = 0.05
+    """Weight of the action-rate penalty, sum over steps of |a_t - a_(t-1)|^2."""
+    seed: int = 0
+    """Seed of the sampling noise."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("mppi", "cem"):
+            raise ValueError(f"method = '{self.method}': expected mppi or cem")
+        for name in ("horizon", "samples", "iterations", "elites"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} = {getattr(self, name)}: expected at least 1")
+        if self.elites > self.samples:
+            raise ValueError(f"elites = {self.elites} is more than samples = {self.samples}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing = {self.smoothing}: expected 0 <= smoothing < 1")
+        if self.temperature <= 0 or self.init_std <= 0 or self.min_std <= 0:
+            raise ValueError("temperature, init_std and min_std must be positive")
+
+
+class Planner:
+    """MPPI / CEM over a batched cost function.
+
+    Args:
+        cost: maps action sequences (H, S, A) to costs (S,); lower is better.
+        low, high: (A,) action bounds.
+        cfg: PlannerConfig.
+        device: where the sampling runs (the cost function's device).
+    """
+
+    def __init__(self, cost: CostFn, low, high, cfg: PlannerConfig, device: torch.device | str = "cpu") -> None:
+        self.cost, self.cfg, self.device = cost, cfg, torch.device(device)
+        self.low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
+        self.high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
+        if self.low.shape != self.high.shape or self.low.dim() != 1 or (self.low >= self.high).any():
+            raise ValueError("action bounds must be (A,) vectors with low < high")
+        self.action_dim = self.low.shape[0]
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous solution (call at the start of an episode)."""
+        H, A = self.cfg.horizon, self.action_dim
+        self.mean = ((self.low + self.high) / 2).expand(H, A).clone()
+        self.last_action = self.mean[0].clone()
+        self.stats = {"dropped_samples": 0, "plans": 0}
+
+    def warm_start(self) -> torch.Tensor:
+        """The previous solution shifted by one step (its last step repeated). (H, A)"""
+        return torch.cat((self.mean[1:], self.mean[-1:]), 0)
+
+    def _noise(self, S: int) -> torch.Tensor:
+        """(H, S, A) standard normal noise, AR(1)-correlated along the horizon."""
+        H, A, b = self.cfg.horizon, self.action_dim, self.cfg.smoothing
+        eps = torch.randn(H, S, A, generator=self.gen, device=self.device)
+        scale = (1 - b * b) ** 0.5
+        for t in range(1, H):
+            eps[t] = b * eps[t - 1] + scale * eps[t]
+        return eps
+
+    @torch.no_grad()
+    def plan(self, prior_chunks: torch.Tensor | None = None) -> torch.Tensor:
+        """Optimise the action sequence; returns (H, A) inside the bounds.
+
+        prior_chunks: (K, H, A) proposals (e.g. from a policy) scored alongside the samples.
+        """
+        cfg, H, A = self.cfg, self.cfg.horizon, self.action_dim
+        mean = self.warm_start()
+        std = torch.full((H, A), cfg.init_std, device=self.device)
+        fixed = [mean[:, None]]
+        if prior_chunks is not None:
+            p = torch.as_tensor(prior_chunks, dtype=torch.float32, device=self.device)
+            if p.dim() != 3 or p.shape[1:] != (H, A):
+                raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected (K, {H}, {A})")
+            fixed.append(p.transpose(0, 1))
+        for _ in range(cfg.iterations):
+            n_fixed = sum(f.shape[1] for f in fixed)
+            x = mean[:, None] + std[:, None] * self._noise(max(cfg.samples - n_fixed, 0))
+            x = torch.cat(fixed + [x], 1)
+            x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, S, A)
+            c = self.cost(x) + cfg.action_rate * self._rate(x)
+            ok = torch.isfinite(c)
+            if not ok.all():
+                self.stats["dropped_samples"] += int((~ok).sum())
+                if not ok.any():
+                    raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
+                c = torch.where(ok, c, torch.full_like(c, float("inf")))
+            k = min(cfg.elites, int(ok.sum()))
+            ec, idx = torch.topk(c, k, largest=False)
+            elite = x[:, idx]  # (H, k, A)
+            if cfg.method == "mppi":
+                w = torch.softmax(-(ec - ec[0]) / (cfg.temperature * (ec.std() + 1e-6) if k > 1 else 1.0), 0)
+            else:
+                w = torch.full((k,), 1.0 / k, device=self.device)
+            mean = (w[None, :, None] * elite).sum(1)
+            std = ((w[None, :, None] * (elite - mean[:, None]) ** 2).sum(1)).sqrt().clamp(cfg.min_std, cfg.init_std)
+            fixed = [mean[:, None]] + fixed[1:]
+        self.mean = torch.minimum(torch.maximum(mean, self.low), self.high)
+        self.last_action = self.mean[0].clone()
+        self.stats["plans"] += 1
+        return self.mean.clone()
+
+    def _rate(self, x: torch.Tensor) -> torch.Tensor:
+        """Action-rate penalty per sequence. x: (H, S, A) -> (S,)"""
+        prev = torch.cat((self.last_action.expand(1, x.shape[1], -1), x[:-1]), 0)
+        return ((x - prev) ** 2).sum((0, 2))

@@ -1,0 +1,96 @@
+"""Planner invariants on a quadratic toy problem, and the world-model cost wiring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robotworld.planning import Planner, PlannerConfig
+
+TARGET = torch.tensor([0.3, -0.6, 0.9])
+
+
+def quadratic(x: torch.Tensor) -> torch.Tensor:
+    """(H, S, A) -> (S,): distance of every step to a fixed target."""
+    return ((x - TARGET) ** 2).sum((0, 2))
+
+
+def _planner(method: str, **kw) -> Planner:
+    cfg = PlannerConfig(method=method, horizon=8, samples=256, iterations=kw.pop("iterations", 6), elites=32,
+                        action_rate=0.0, **kw)
+    return Planner(quadratic, -torch.ones(3), torch.ones(3), cfg)
+
+
+@pytest.mark.parametrize("method", ["mppi", "cem"])
+def test_both_methods_solve_the_quadratic_and_cost_falls(method):
+    costs = []
+    for it in (1, 2, 4, 8):
+        p = _planner(method, iterations=it, seed=0)
+        costs.append(float(quadratic(p.plan()[:, None])))
+    assert costs[-1] < costs[0] and costs == sorted(costs, reverse=True), costs
+    assert costs[-1] < 0.05
+
+
+@pytest.mark.parametrize("method", ["mppi", "cem"])
+def test_actions_stay_inside_bounds(method):
+    cfg = PlannerConfig(method=method, horizon=6, samples=128, iterations=4, elites=16, init_std=3.0, action_rate=0.0)
+    far = lambda x: ((x - 5.0) ** 2).sum((0, 2))  # noqa: E731 - optimum far outside the box
+    p = Planner(far, -torch.ones(2), 0.5 * torch.ones(2), cfg)
+    seen = []
+    p.cost = lambda x: (seen.append(x.clone()), far(x))[1]
+    a = p.plan()
+    assert (a >= -1).all() and (a <= 0.5).all()
+    assert all((x >= -1).all() and (x <= 0.5).all() for x in seen)
+    torch.testing.assert_close(a, torch.full_like(a, 0.5), atol=0.1, rtol=0)
+
+
+def test_warm_start_is_the_shifted_previous_mean():
+    p = _planner("mppi")
+    first = p.plan()
+    expected = torch.cat((first[1:], first[-1:]), 0)
+    torch.testing.assert_close(p.warm_start(), expected)
+    seen = []
+    p.cost = lambda x: (seen.append(x[:, 0].clone()), quadratic(x))[1]
+    p.plan()
+    torch.testing.assert_close(seen[0], expected)  # the first sample scored is the warm start
+
+
+def test_priors_are_scored_and_non_finite_samples_dropped():
+    p = _planner("cem")
+    good = TARGET.expand(8, 3).clamp(-1, 1)[None]
+    bad_cost = lambda x: torch.where(x[0, :, 0] > 0.9, torch.nan, quadratic(x))  # noqa: E731
+    p.cost = bad_cost
+    a = p.plan(prior_chunks=good)
+    assert torch.isfinite(a).all() and p.stats["dropped_samples"] > 0
+    assert float(quadratic(a[:, None])) < 0.05
+
+
+def test_impossible_configs_are_refused():
+    with pytest.raises(ValueError, match="elites = 64 is more than samples = 32"):
+        PlannerConfig(samples=32, elites=64)
+    with pytest.raises(ValueError, match="samples = 0"):
+        PlannerConfig(samples=0)
+    with pytest.raises(ValueError, match="method"):
+        PlannerConfig(method="random-shooting")
+    p = _planner("mppi")
+    p.cost = lambda x: torch.full((x.shape[1],), float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        p.plan()
+
+
+def test_world_model_cost_plans_with_the_shipped_model():
+    import sims
+    from robotworld.model import load
+    from robotworld.planning import WorldModelCost
+
+    wm = load("default")
+    env = sims.make("reach")
+    obs, _ = env.reset(seed=0)
+    cost = WorldModelCost(wm)
+    cost.observe(obs, "reach")
+    p = Planner(cost, env.action_space.low, env.action_space.high,
+                PlannerConfig(horizon=8, samples=128, iterations=3, elites=16))
+    a = p.plan()
+    assert a.shape == (8, 5) and (a.abs() <= 1).all()
+    with pytest.raises(ValueError, match="world model takes 5"):
+        cost(torch.zeros(8, 4, 8))
