@@ -41,6 +41,15 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _emit(out: dict, as_json: bool) -> None:
+    """Print a result as JSON, or as one aligned ``key value`` line per field."""
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        width = max(map(len, out), default=0) + 2
+        print("\n".join(f"{k:{width}s} {v}" for k, v in out.items()))
+
+
 def _config_and_env(cls: type, args: argparse.Namespace):
     """The run config (defaults < --config file < flags) and the task overrides (the file's
     'env' mapping < --set). --json turns the progress bar off."""
@@ -81,12 +90,7 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     from robotworld.bench import EnvBenchConfig, bench_env
 
     cfg = configs.build(EnvBenchConfig, args)
-    out = bench_env(cfg)
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for k, v in out.items():
-            print(f"{k:34s} {v}")
+    _emit(bench_env(cfg), args.json)
     return 0
 
 
@@ -94,7 +98,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     from robotworld.bench import DataBenchConfig, bench_data
 
     out = bench_data(configs.build(DataBenchConfig, args))
-    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:40s} {v}" for k, v in out.items()))
+    _emit(out, args.json)
     return 0
 
 
@@ -102,7 +106,7 @@ def cmd_bench_imagine(args: argparse.Namespace) -> int:
     from robotworld.bench import ImagineBenchConfig, bench_imagine
 
     out = bench_imagine(configs.build(ImagineBenchConfig, args))
-    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in out.items()))
+    _emit(out, args.json)
     return 0
 
 
@@ -114,7 +118,7 @@ def cmd_train_world_model(args: argparse.Namespace) -> int:
     if args.json:
         cfg.progress = False
     metrics = train(cfg)
-    print(json.dumps(metrics, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in metrics.items()))
+    _emit(metrics, args.json)
     return 0
 
 
@@ -127,7 +131,7 @@ def cmd_eval_world_model(args: argparse.Namespace) -> int:
     cfg = configs.build(WorldModelEvalConfig, args)
     res = evaluate_world_model(cfg)
     write_json(res, Path(res["plots"][0]).parent / "metrics.json")
-    print(json.dumps(res, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in res.items()))
+    _emit(res, args.json)
     return 0
 
 
@@ -135,7 +139,7 @@ def cmd_bench_twin(args: argparse.Namespace) -> int:
     from robotworld.bench import TwinBenchConfig, bench_twin
 
     out = bench_twin(configs.build(TwinBenchConfig, args))
-    print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k:28s} {v}" for k, v in out.items()))
+    _emit(out, args.json)
     return 0
 
 
@@ -161,12 +165,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from robotworld.data import Dataset
 
-    info = Dataset(args.dir).info()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for k, v in info.items():
-            print(f"{k:20s} {v}")
+    _emit(Dataset(args.dir).info(), args.json)
     return 0
 
 
