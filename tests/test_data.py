@@ -31,7 +31,7 @@ def _collect(out: Path, episodes: int = 6, workers: int = 1, **kw) -> Dataset:
 
 
 def _checksums(ds: Dataset) -> dict[int, str]:
-    return {i: fmt.read_attrs(ds.path(i))["checksum"] for i in ds.indices()}
+    return {i: ds.episode(i, ())["attrs"]["checksum"] for i in ds.indices()}
 
 
 @pytest.fixture(scope="module")

@@ -168,13 +168,6 @@ def read_episode(path: Path, fields: tuple[str, ...] | None = None) -> tuple[dic
         return {n: f[n][()] for n in names}, attrs
 
 
-def read_attrs(path: Path) -> dict[str, Any]:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-
-
 def verify_episode(path: Path) -> str | None:
     """None if the episode's data matches its recorded checksum, else what is wrong."""
     try:

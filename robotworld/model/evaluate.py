@@ -63,17 +63,6 @@ def ece(prob: np.ndarray, label: np.ndarray, bins: int = 10) -> tuple[float, lis
     return total / max(len(prob), 1), table
 
 
-def _windows(model, data_dirs: list[str], cfg: WorldModelEvalConfig, holdout_every: int, device):
-    from robotworld.data.windows import WindowSampler
-    from robotworld.model.train import Batches
-
-    H = max(HORIZONS)
-    batches = Batches(data_dirs, H, cfg.seed, holdout_every, cfg.episodes != "all", model.spec.max_objects)
-    if cfg.episodes == "all":
-        batches.samplers = [WindowSampler(d, horizon=H, seed=cfg.seed + k) for k, d in enumerate(data_dirs)]
-    return batches
-
-
 @torch.no_grad()
 def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any]:
     """Metrics of a world model on held-out windows (see the module docstring)."""
@@ -91,7 +80,9 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
         model = ckpt.load(cfg.checkpoint, device)
     model.eval()
     dirs = [d.strip() for d in cfg.data.split(",") if d.strip()]
-    batches = _windows(model, dirs, cfg, holdout_every, device)
+    from robotworld.model.train import Batches
+
+    batches = Batches(dirs, max(HORIZONS), cfg.seed, holdout_every, cfg.episodes, model.spec.max_objects)
     n_total = cfg.windows * len(dirs)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "base", "valid", "gp", "gy", "gv", "cp", "cy",
                                                          "sp", "sy", "rp", "ry")}

@@ -46,13 +46,15 @@ def pick_device(name: str) -> torch.device:
 class Batches:
     """Windows from several datasets, turned into the model's tensors."""
 
-    def __init__(self, dirs: list[str], horizon: int, seed: int, holdout_every: int, held_out: bool,
+    def __init__(self, dirs: list[str], horizon: int, seed: int, holdout_every: int, split: str,
                  max_objects: int | None = None) -> None:
+        """split: 'train' (all but every holdout_every-th episode), 'held-out' (those) or 'all'."""
         from robotworld.data.windows import WindowSampler
 
         if not dirs:
             raise ValueError("no dataset given: pass --data DIR[,DIR...]")
-        pick = (lambda i: i % holdout_every == 0) if held_out else (lambda i: i % holdout_every != 0)
+        pick = {"train": lambda i: i % holdout_every != 0, "held-out": lambda i: i % holdout_every == 0,
+                "all": None}[split]
         self.samplers = [WindowSampler(d, horizon=horizon, seed=seed + 7919 * k, episodes=pick)
                          for k, d in enumerate(dirs)]
         self.tasks = []
@@ -211,9 +213,9 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
         print(f"no checkpoint at {latest}; starting a new run")
     dirs = [d.strip() for d in cfg.data.split(",") if d.strip()]
     spec_in = resume_body["config"]["spec"] if resume_body else None
-    data = Batches(dirs, cfg.horizon, cfg.seed + 1000 * rank, cfg.holdout_every, False,
+    data = Batches(dirs, cfg.horizon, cfg.seed + 1000 * rank, cfg.holdout_every, "train",
                    spec_in["max_objects"] if spec_in else None)
-    held = Batches(dirs, cfg.horizon, cfg.seed + 1, cfg.holdout_every, True, data.max_objects)
+    held = Batches(dirs, cfg.horizon, cfg.seed + 1, cfg.holdout_every, "held-out", data.max_objects)
     torch.manual_seed(cfg.seed)
     if resume_body:
         model = ckpt.load(latest, device).train()
