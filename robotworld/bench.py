@@ -469,3 +469,83 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
             "transitions_per_s": round(cfg.batch * cfg.horizon / per_call, 1),
             "train_batch": B, "train_horizon": H,
             "train_samples_per_s": round(B / float(np.median(steps_t)), 1)}
+
+
+@dataclass
+class PlannerBenchConfig:
+    """Planner latency over the world model, and its arithmetic efficiency."""
+
+    checkpoint: str = "default"
+    """World-model checkpoint."""
+    task: str = "pick_place"
+    """Task whose first observation the plans start from."""
+    plans: int = 20
+    """Timed plans per setting (after two warm-up plans)."""
+    method: str = "mppi"
+    """mppi or cem."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+
+
+def _linear_macs(module) -> int:
+    from torch import nn
+
+    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def bench_planner(cfg: PlannerBenchConfig) -> dict:
+    """plan_ms p50 / p95 at 1024x16x6, 512x16x6 and 256x8x4, and flops_fraction."""
+    import torch
+
+    import sims
+    from robotworld.model import checkpoint as ckpt
+    from robotworld.model.train import pick_device
+    from robotworld.planning import Planner, PlannerConfig, WorldModelCost
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    model = ckpt.load(cfg.checkpoint, device)
+    env = sims.make(cfg.task)
+    obs, _ = env.reset(seed=0)
+    cost = WorldModelCost(model)
+    cost.observe(obs, cfg.task)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    # multiply-adds per imagined transition: dynamics, heads and the moved gate every step
+    macs = _linear_macs(model.dynamics) + _linear_macs(model.heads) + _linear_macs(model.moved)
+    out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
+                 "macs_per_transition": macs}
+    for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):
+        p = Planner(cost, env.action_space.low, env.action_space.high,
+                    PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S)), device)
+        times = []
+        for k in range(cfg.plans + 2):
+            sync()
+            t0 = time.perf_counter()
+            p.plan()
+            sync()
+            if k >= 2:
+                times.append(time.perf_counter() - t0)
+        tag = f"{S}x{H}x{it}"
+        out[f"plan_ms_p50_{tag}"] = round(float(np.median(times)) * 1e3, 2)
+        out[f"plan_ms_p95_{tag}"] = round(float(np.percentile(times, 95)) * 1e3, 2)
+        if tag == "1024x16x6":
+            out["plan_ms_p50"], out["plan_ms_p95"] = out[f"plan_ms_p50_{tag}"], out[f"plan_ms_p95_{tag}"]
+            planner_flops = 2 * macs * S * H * it / float(np.median(times))
+    # the same machine's bare matmul rate, in the same run
+    a = torch.randn(S * 16, model.cfg.hidden_dim, device=device)
+    w = torch.randn(model.cfg.hidden_dim, model.cfg.hidden_dim, device=device)
+    for _ in range(3):
+        a @ w
+    sync()
+    t0, n = time.perf_counter(), 50
+    for _ in range(n):
+        a @ w
+    sync()
+    matmul_flops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * n / (time.perf_counter() - t0)
+    out["planner_gflops"] = round(planner_flops / 1e9, 2)
+    out["matmul_gflops"] = round(matmul_flops / 1e9, 2)
+    out["flops_fraction"] = round(planner_flops / matmul_flops, 3)
+    return out

@@ -135,6 +135,13 @@ def cmd_eval_world_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_planner(args: argparse.Namespace) -> int:
+    from robotworld.bench import PlannerBenchConfig, bench_planner
+
+    _emit(bench_planner(configs.build(PlannerBenchConfig, args)), args.json)
+    return 0
+
+
 def cmd_bench_twin(args: argparse.Namespace) -> int:
     from robotworld.bench import TwinBenchConfig, bench_twin
 
@@ -195,7 +202,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robotworld.bench import DataBenchConfig, EnvBenchConfig, ImagineBenchConfig, TwinBenchConfig
+    from robotworld.bench import DataBenchConfig, EnvBenchConfig, ImagineBenchConfig, PlannerBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
     from robotworld.model.configs import TrainConfig, WorldModelEvalConfig
 
@@ -274,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_arguments(bi, ImagineBenchConfig)
     bi.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bi.set_defaults(func=cmd_bench_imagine)
+    bp = bsub.add_parser("planner", help="MPPI / CEM plan latency over the world model, flops fraction")
+    configs.add_arguments(bp, PlannerBenchConfig)
+    bp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    bp.set_defaults(func=cmd_bench_planner)
     bt = bsub.add_parser("twin", help="MuJoCo vs PyBullet divergence on the same expert actions")
     configs.add_arguments(bt, TwinBenchConfig)
     bt.add_argument("--json", action="store_true", help="print machine-readable JSON")

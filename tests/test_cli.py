@@ -81,7 +81,8 @@ def test_wilson_interval_known_values():
 
 @pytest.mark.parametrize("cmd", [[], ["eval"], ["eval", "world-model"], ["demo"], ["collect"], ["data", "info"],
                                  ["data", "verify"], ["data", "export"], ["train", "world-model"],
-                                 ["bench", "env"], ["bench", "data"], ["bench", "imagine"], ["bench", "twin"]])
+                                 ["bench", "env"], ["bench", "data"], ["bench", "imagine"], ["bench", "planner"],
+                                 ["bench", "twin"]])
 def test_every_help_renders(cmd, capsys):
     from robotworld.cli import main
 

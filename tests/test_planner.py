@@ -94,3 +94,11 @@ def test_world_model_cost_plans_with_the_shipped_model():
     assert a.shape == (8, 5) and (a.abs() <= 1).all()
     with pytest.raises(ValueError, match="world model takes 5"):
         cost(torch.zeros(8, 4, 8))
+
+
+def test_bench_planner_reports_latency_and_flops(capsys):
+    from robotworld.bench import PlannerBenchConfig, bench_planner
+
+    out = bench_planner(PlannerBenchConfig(task="reach", plans=1))
+    for k in ("plan_ms_p50", "plan_ms_p95", "plan_ms_p95_512x16x6", "plan_ms_p95_256x8x4", "flops_fraction"):
+        assert out[k] > 0
