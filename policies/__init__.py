@@ -75,8 +75,30 @@ def _mpc(**kw):
     return MPCPolicy(**kw)
 
 
+def checkpoint_path(name: str) -> str | None:
+    """The world-model checkpoint a policy name points at ('mpc:PATH' or a '.pt' path), else None."""
+    if name.startswith("mpc:"):
+        return name[4:]
+    return name if name.endswith(".pt") else None
+
+
+def check_policy(name: str) -> None:
+    """Raise ValueError naming what was expected if ``name`` is not a policy."""
+    import os
+
+    path = checkpoint_path(name)
+    if name in REGISTRY or (path is not None and (path == "default" or os.path.isfile(path))):
+        return
+    if path is not None:
+        raise ValueError(f"policy checkpoint '{path}' does not exist")
+    raise ValueError(f"unknown policy '{name}': expected one of {', '.join(REGISTRY)}, or a world-model "
+                     "checkpoint (PATH.pt or mpc:PATH) to plan with")
+
+
 def make_policy(name: str, seed: int | None = None) -> Policy:
-    """A policy by registry name."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown policy '{name}': expected one of {', '.join(REGISTRY)}")
+    """A policy by registry name, or MPC over a world-model checkpoint ('PATH.pt', 'mpc:PATH')."""
+    check_policy(name)
+    path = checkpoint_path(name)
+    if name not in REGISTRY and path is not None:
+        return _mpc(checkpoint=path, seed=seed)
     return REGISTRY[name](seed=seed)

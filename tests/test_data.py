@@ -257,3 +257,19 @@ def test_lerobot_export_writes_videos(tmp_path: Path):
     assert frames.shape == (out["frames"], 96, 96, 3)
     first = ds.episode(0)["obs/image_front"][0].astype(float)
     assert np.abs(frames[0].astype(float) - first).mean() < 12  # lossy, but the same picture
+
+
+def test_collect_with_a_world_model_checkpoint_policy(tmp_path: Path):
+    """--policy PATH.pt (or mpc:PATH): the MPC planner acting with that world model."""
+    from robotworld.model import checkpoint as ckpt
+
+    out = subprocess.run(CLI + ["collect", "--task", "reach", "--policy", str(ckpt.SHIPPED), "--episodes", "2",
+                                "--out", str(tmp_path / "mpc"), "--json", "--set", "episode_length=4"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    ds = Dataset(tmp_path / "mpc")
+    assert ds.indices() == [0, 1] and ds.manifest["policy"] == str(ckpt.SHIPPED)
+    assert ds.episode(0)["action"].shape == (4, 5) and not ds.verify()
+    missing = subprocess.run(CLI + ["collect", "--task", "reach", "--policy", "mpc:/nowhere/wm.pt", "--episodes", "1",
+                                    "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "policy checkpoint '/nowhere/wm.pt' does not exist" in missing.stderr

@@ -36,7 +36,8 @@ class CollectConfig:
     task: str = "pick_place"
     """Task to collect (reach, push, lift, pick_place, pick_place_clutter)."""
     policy: str = "noisy-expert"
-    """Behaviour policy: expert, noisy-expert, random or zero (see ``policies.REGISTRY``)."""
+    """Behaviour policy: expert, noisy-expert, random, zero, mpc, or a world-model checkpoint
+    (PATH.pt or mpc:PATH) that the MPC planner acts with."""
     episodes: int = 100
     """Episodes the dataset should hold when the run ends (indices 0 .. episodes-1)."""
     workers: int = 1
@@ -229,7 +230,7 @@ def _spec(cfg: CollectConfig, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_config(cfg: CollectConfig) -> None:
-    from policies import REGISTRY
+    from policies import check_policy
 
     if cfg.episodes < 1:
         raise ValueError(f"episodes = {cfg.episodes}: expected at least 1")
@@ -239,8 +240,7 @@ def _check_config(cfg: CollectConfig) -> None:
         raise ValueError(f"retries = {cfg.retries}: expected 0 or more")
     if cfg.backend not in ("process", "ray"):
         raise ValueError(f"backend = '{cfg.backend}': expected 'process' or 'ray'")
-    if cfg.policy not in REGISTRY:
-        raise ValueError(f"policy = '{cfg.policy}': expected one of {', '.join(REGISTRY)}")
+    check_policy(cfg.policy)
 
 
 def _observation_spec(spec: dict[str, Any]) -> dict[str, Any]:
