@@ -86,27 +86,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_env(args: argparse.Namespace) -> int:
-    from robotworld.bench import EnvBenchConfig, bench_env
-
-    cfg = configs.build(EnvBenchConfig, args)
-    _emit(bench_env(cfg), args.json)
-    return 0
 
 
-def cmd_bench_data(args: argparse.Namespace) -> int:
-    from robotworld.bench import DataBenchConfig, bench_data
 
-    out = bench_data(configs.build(DataBenchConfig, args))
-    _emit(out, args.json)
-    return 0
+# `robotworld bench NAME`: (config dataclass, function in robotworld.bench, help)
+BENCHES = {
+    "env": ("EnvBenchConfig", "bench_env", "env, batched, raw-physics and rendered steps/s"),
+    "data": ("DataBenchConfig", "bench_data", "collection throughput, memory over a long run, window sampling"),
+    "imagine": ("ImagineBenchConfig", "bench_imagine", "world model: imagined transitions/s and training samples/s"),
+    "planner": ("PlannerBenchConfig", "bench_planner", "MPPI / CEM plan latency over the world model, flops fraction"),
+    "twin": ("TwinBenchConfig", "bench_twin", "MuJoCo vs PyBullet divergence on the same expert actions"),
+}
 
 
-def cmd_bench_imagine(args: argparse.Namespace) -> int:
-    from robotworld.bench import ImagineBenchConfig, bench_imagine
+def cmd_bench(args: argparse.Namespace) -> int:
+    from robotworld import bench
 
-    out = bench_imagine(configs.build(ImagineBenchConfig, args))
-    _emit(out, args.json)
+    cfg_name, fn_name, _ = BENCHES[args.what]
+    _emit(getattr(bench, fn_name)(configs.build(getattr(bench, cfg_name), args)), args.json)
     return 0
 
 
@@ -135,19 +132,6 @@ def cmd_eval_world_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_planner(args: argparse.Namespace) -> int:
-    from robotworld.bench import PlannerBenchConfig, bench_planner
-
-    _emit(bench_planner(configs.build(PlannerBenchConfig, args)), args.json)
-    return 0
-
-
-def cmd_bench_twin(args: argparse.Namespace) -> int:
-    from robotworld.bench import TwinBenchConfig, bench_twin
-
-    out = bench_twin(configs.build(TwinBenchConfig, args))
-    _emit(out, args.json)
-    return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -202,7 +186,6 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robotworld.bench import DataBenchConfig, EnvBenchConfig, ImagineBenchConfig, PlannerBenchConfig, TwinBenchConfig
     from robotworld.evaluation import EvalConfig
     from robotworld.model.configs import TrainConfig, WorldModelEvalConfig
 
@@ -269,26 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bsub = bench.add_subparsers(dest="what", required=True)
-    be = bsub.add_parser("env", help="env, batched, raw-physics and rendered steps/s")
-    configs.add_arguments(be, EnvBenchConfig)
-    be.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    be.set_defaults(func=cmd_bench_env)
-    bd = bsub.add_parser("data", help="collection throughput, memory over a long run, window sampling")
-    configs.add_arguments(bd, DataBenchConfig)
-    bd.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    bd.set_defaults(func=cmd_bench_data)
-    bi = bsub.add_parser("imagine", help="world model: imagined transitions/s and training samples/s")
-    configs.add_arguments(bi, ImagineBenchConfig)
-    bi.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    bi.set_defaults(func=cmd_bench_imagine)
-    bp = bsub.add_parser("planner", help="MPPI / CEM plan latency over the world model, flops fraction")
-    configs.add_arguments(bp, PlannerBenchConfig)
-    bp.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    bp.set_defaults(func=cmd_bench_planner)
-    bt = bsub.add_parser("twin", help="MuJoCo vs PyBullet divergence on the same expert actions")
-    configs.add_arguments(bt, TwinBenchConfig)
-    bt.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    bt.set_defaults(func=cmd_bench_twin)
+    from robotworld import bench as benches
+
+    for name, (cfg_name, _, text) in BENCHES.items():
+        b = bsub.add_parser(name, help=text)
+        configs.add_arguments(b, getattr(benches, cfg_name))
+        b.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        b.set_defaults(func=cmd_bench)
     return p
 
 
