@@ -151,7 +151,10 @@ class WorldModel(nn.Module):
         self.register_buffer("obs_std", std)
         # the head decodes object positions as 0.1 m units around the table-top workspace centre
         self.register_buffer("pos_offset", torch.tensor([0.5, 0.0, 0.03]))
-        self._anchor: torch.Tensor | None = None
+        # set by encode(): the task context and observed object positions that imagine() and
+        # the planner's cost use by default for the latents it returned
+        self.last_context: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_anchor: torch.Tensor | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
     def flat_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -228,9 +231,9 @@ class WorldModel(nn.Module):
         x = self.flat_obs(tensors)
         B = x.shape[0]
         n, P = self.spec.max_objects, self.spec.proprio_dim
-        self._anchor = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
-        self._context = self._make_context(B, task, obs.get("instruction"), device)
-        return self.encode_flat(x, *self._context)
+        self.last_anchor = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
+        self.last_context = self._make_context(B, task, obs.get("instruction"), device)
+        return self.encode_flat(x, *self.last_context)
 
     def _make_context(self, B: int, task, instruction, device) -> tuple[torch.Tensor, torch.Tensor]:
         if task is None:
@@ -265,7 +268,9 @@ class WorldModel(nn.Module):
         """
         if actions.dim() != 3 or actions.shape[-1] != self.spec.action_dim:
             raise ValueError(f"actions have shape {tuple(actions.shape)}; expected (B, H, {self.spec.action_dim})")
-        temb, _ = context if context is not None else self._context
+        if context is None and self.last_context is None:
+            raise RuntimeError("imagine() needs a context: call encode() first or pass context=")
+        temb, _ = context if context is not None else self.last_context
         B, H, _ = actions.shape
         z = z.expand(B, -1) if z.shape[0] == 1 else z
         temb = temb.expand(B, -1) if temb.shape[0] == 1 else temb
@@ -277,7 +282,7 @@ class WorldModel(nn.Module):
         heads = self.read(latents, temb)
         pos = heads["object_pos"]  # (B, H+1, N, 3) decoded from each latent
         if anchor is None and context is None:
-            anchor = self._anchor
+            anchor = self.last_anchor
         # Positions are reported as the observed start plus the decoded displacement, so that a
         # bias of the decoder cancels.
         # The displacement is weighted by the probability that the object moved at all, so that

@@ -34,7 +34,7 @@ class WorldModelCost:
     def observe(self, obs: dict, task: str) -> None:
         """Encode the observation the next plan starts from."""
         self.z = self.model.encode(obs, task=task)
-        self.context, self.anchor = self.model._context, self.model._anchor
+        self.context, self.anchor = self.model.last_context, self.model.last_anchor
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
