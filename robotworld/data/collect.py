@@ -142,6 +142,16 @@ def rollout(spec: dict[str, Any], index: int) -> tuple[int, bytes, dict[str, Any
 Outcome = tuple[int, "tuple[bytes, dict] | None", "str | None"]
 
 
+_WATCHDOG_S = 5.0  # seconds without a finished episode before the workers' liveness is checked
+
+
+def _a_worker_died(pool) -> bool:
+    """Whether any of the pool's worker processes has exited (ProcessPoolExecutor keeps them in
+    ``_processes``; there is no public accessor)."""
+    procs = getattr(pool, "_processes", None) or {}
+    return any(p.exitcode is not None for p in list(procs.values()))
+
+
 def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) -> Iterator[Outcome]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -163,7 +173,13 @@ def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) ->
                     running[fut] = queue.pop()
                 if broken:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                finished, _ = wait(running, timeout=_WATCHDOG_S, return_when=FIRST_COMPLETED)
+                if not finished and _a_worker_died(pool):
+                    # A worker killed mid-write can leave the pool's result pipe holding half a
+                    # message, and the pool then waits on it forever instead of reporting the
+                    # death; noticing the dead process ourselves turns that hang into a retry.
+                    broken = True
+                    break
                 for fut in finished:
                     i = running.pop(fut)
                     try:
@@ -179,6 +195,9 @@ def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) ->
                         else:
                             queue.append(i)
         finally:
+            if broken:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.kill()
             pool.shutdown(wait=not broken, cancel_futures=True)
         if broken:  # a worker died (killed, segfault): every episode in flight is retried
             for i in running.values():
