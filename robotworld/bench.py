@@ -490,6 +490,63 @@ class PlannerBenchConfig:
     """auto, cpu or cuda."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
+    vs: str = ""
+    """Also time a peer planner on the same model, samples, horizon and iterations:
+    pytorch_mppi (pip install pytorch-mppi, in robotworld's dev extra)."""
+
+
+def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 1024,
+                         horizon: int = 16, iterations: int = 6) -> list[float]:
+    """Seconds per plan of pytorch_mppi's MPPI over the same world model and cost terms.
+
+    Its dynamics is the model's latent step and its running cost the same heads our cost
+    reads (reward, success, collision, discounted alike), with the Q ensemble after the
+    horizon as its terminal cost; one plan is ``iterations`` refinements of one command.
+    """
+    import torch
+    try:
+        from pytorch_mppi import MPPI
+    except ImportError as e:
+        raise ValueError("--vs pytorch_mppi needs pytorch_mppi: pip install pytorch-mppi "
+                         "(it is in robotworld's dev extra)") from e
+
+    w, temb = cost.w, cost.context[0]
+    tk = temb.expand(samples, -1)
+    A = env.action_space.shape[0]
+
+    def dynamics(z, u):
+        return model.next(z, u, tk[:len(z)])
+
+    def running_cost(z, u, t):
+        heads = model.read(z, tk[:len(z)])
+        gain = w.reward * heads["reward"] * model.spec.reward_scale \
+            + w.success * torch.sigmoid(heads["success"])
+        return w.gamma ** t * -gain + w.collision * torch.sigmoid(heads["collision"])
+
+    def terminal(states, actions):
+        z, a = states[0, :, -1], actions[0, :, -1]
+        return -w.value * w.gamma ** horizon * model.q_values(z, a, tk[:len(z)]).mean(0)
+
+    # step-dependent, so that the running cost gets the step index for the discount
+    ctl = MPPI(lambda z, u, t: dynamics(z, u), running_cost, model.cfg.latent_dim,
+               noise_sigma=0.25 * torch.eye(A, device=device), num_samples=samples,
+               horizon=horizon, device=device, terminal_state_cost=terminal, lambda_=0.5,
+               u_min=torch.as_tensor(env.action_space.low, device=device),
+               u_max=torch.as_tensor(env.action_space.high, device=device),
+               step_dependent_dynamics=True)
+    z0 = cost.z[0]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.no_grad():
+        for k in range(plans + 2):
+            sync()
+            t0 = time.perf_counter()
+            for i in range(iterations):
+                ctl.command(z0, shift_nominal_trajectory=(i == 0))
+            sync()
+            if k >= 2:
+                times.append(time.perf_counter() - t0)
+    return times
 
 
 def _linear_macs(module) -> int:
@@ -516,8 +573,11 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     cost = WorldModelCost(model)
     cost.observe(obs, cfg.task)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    # multiply-adds per imagined transition: dynamics, heads and the moved gate every step
-    macs = _linear_macs(model.dynamics) + _linear_macs(model.heads) + _linear_macs(model.moved)
+    # multiply-adds per imagined transition on the cost's path (WorldModel.imagine_outcomes):
+    # the dynamics, and the heads' hidden layer with the four outcome outputs it reads
+    hidden, out_layer = model.heads[0], model.heads[-1]
+    macs = (_linear_macs(model.dynamics) + hidden.in_features * hidden.out_features
+            + out_layer.in_features * 4)
     out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
                  "macs_per_transition": macs}
     for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):
@@ -548,7 +608,76 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
         a @ w
     sync()
     matmul_flops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * n / (time.perf_counter() - t0)
+    if cfg.vs == "pytorch_mppi":
+        peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans)
+        out["pytorch_mppi_plan_ms_p50"] = round(float(np.median(peer)) * 1e3, 2)
+        out["pytorch_mppi_plan_ms_p95"] = round(float(np.percentile(peer, 95)) * 1e3, 2)
+        out["ratio_vs_pytorch_mppi"] = round(float(np.median(peer)) / (out["plan_ms_p50"] / 1e3), 3)
+    elif cfg.vs:
+        raise ValueError(f"--vs {cfg.vs}: expected pytorch_mppi")
     out["planner_gflops"] = round(planner_flops / 1e9, 2)
     out["matmul_gflops"] = round(matmul_flops / 1e9, 2)
     out["flops_fraction"] = round(planner_flops / matmul_flops, 3)
+    return out
+
+
+@dataclass
+class CollisionBenchConfig:
+    """Learned collision predictor against the exact checker on held-out scenes."""
+
+    checkpoint: str = "default"
+    """Collision-predictor checkpoint ('default': the shipped one)."""
+    queries: int = 200_000
+    """Held-out queries for recall and precision (16 poses per scene)."""
+    speed_queries: int = 262_144
+    """Queries timed for each checker, all in one scene (a planner's case)."""
+    chunk: int = 4096
+    """Queries per torch call of the learned predictor."""
+    seed: int = 0
+    """Seed of the held-out scenes (a stream training never draws from)."""
+    device: str = "auto"
+    """Device of the learned predictor: auto, cpu or cuda."""
+
+
+def bench_collision(cfg: CollisionBenchConfig) -> dict:
+    """recall / precision at the operating threshold, and queries/s of both checkers."""
+    import torch
+
+    from robotworld.collision import train as ctrain
+    from robotworld.collision.exact import ExactChecker
+    from robotworld.model.train import pick_device
+
+    device = pick_device(cfg.device)
+    model = ctrain.load(cfg.checkpoint, device)
+    checker = ExactChecker(max_obstacles=model.cfg.max_obstacles)
+    # training draws from streams [seed, 0] and [seed, 1]; these scenes come from [seed, 2]
+    q, scenes, labels = ctrain.labelled(np.random.default_rng([cfg.seed, 2]), cfg.queries, checker)
+    out: dict = {"device": str(device), "held_out_queries": cfg.queries,
+                 "held_out_scenes": -(-cfg.queries // 16),
+                 "thresholds": [round(float(t), 4) for t in model.threshold.cpu()]}
+    out.update(ctrain.evaluate(model, q, scenes, labels, device))
+
+    sq, sscenes = ctrain.sample_queries(np.random.default_rng([cfg.seed, 3]), cfg.speed_queries)
+    scene = sscenes[0]
+    checker.check(sq[:cfg.chunk], scene)  # warm-up
+    t0 = time.perf_counter()
+    checker.check(sq, scene)
+    exact_s = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    qt = torch.as_tensor(sq, dtype=torch.float32, device=device)
+    st = torch.as_tensor(scene, dtype=torch.float32, device=device)
+    chunk = cfg.chunk if device.type == "cpu" else len(qt)
+    with torch.inference_mode():
+        model.logits(qt[:chunk], st)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        for lo in range(0, len(qt), chunk):
+            model.predict(qt[lo:lo + chunk], st)
+        sync()
+        learned_s = time.perf_counter() - t0
+    out["exact_threads"] = checker.nthread
+    out["torch_threads"] = torch.get_num_threads()
+    out["exact_queries_per_s"] = round(cfg.speed_queries / exact_s, 1)
+    out["learned_queries_per_s"] = round(cfg.speed_queries / learned_s, 1)
+    out["learned_vs_exact"] = round(exact_s / learned_s, 3)
     return out

@@ -17,6 +17,8 @@ Usage examples:
     robotworld train world-model --data data/wm/pick_place,data/wm/lift --out runs/wm [--device auto] [--resume]
     robotworld eval world-model --checkpoint default --data data/wm/pick_place --json
     robotworld bench imagine --json
+    robotworld train collision --out robotworld/checkpoints/collision.pt
+    robotworld bench collision --json
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ BENCHES = {
     "imagine": ("ImagineBenchConfig", "bench_imagine", "world model: imagined transitions/s and training samples/s"),
     "planner": ("PlannerBenchConfig", "bench_planner", "MPPI / CEM plan latency over the world model, flops fraction"),
     "twin": ("TwinBenchConfig", "bench_twin", "MuJoCo vs PyBullet divergence on the same expert actions"),
+    "collision": ("CollisionBenchConfig", "bench_collision",
+                  "learned collision predictor vs the exact checker: recall, precision, queries/s"),
 }
 
 
@@ -116,6 +120,17 @@ def cmd_train_world_model(args: argparse.Namespace) -> int:
         cfg.progress = False
     metrics = train(cfg)
     _emit(metrics, args.json)
+    return 0
+
+
+def cmd_train_collision(args: argparse.Namespace) -> int:
+    from robotworld.collision.configs import CollisionTrainConfig
+    from robotworld.collision.train import train
+
+    cfg = configs.build(CollisionTrainConfig, args, configs.load_yaml(args.config) if args.config else {})
+    if args.json:
+        cfg.progress = False
+    _emit(train(cfg), args.json)
     return 0
 
 
@@ -243,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--config", help="YAML file of TrainConfig fields")
     tw.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
     tw.set_defaults(func=cmd_train_world_model)
+    from robotworld.collision.configs import CollisionTrainConfig
+
+    tc = tsub.add_parser("collision", help="train the learned collision predictor on labels from "
+                         "the exact (MuJoCo) checker")
+    configs.add_arguments(tc, CollisionTrainConfig, skip=("progress",))
+    tc.add_argument("--config", help="YAML file of CollisionTrainConfig fields")
+    tc.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
+    tc.set_defaults(func=cmd_train_collision)
 
     ew = sub.add_parser("eval-world-model", help="world-model accuracy on held-out episodes "
                         "(also spelled `robotworld eval world-model`)")

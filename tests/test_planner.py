@@ -96,6 +96,25 @@ def test_world_model_cost_plans_with_the_shipped_model():
         cost(torch.zeros(8, 4, 8))
 
 
+def test_lean_imagination_matches_imagine():
+    import sims
+    from robotworld.model import load
+
+    wm = load("default")
+    env = sims.make("pick_place")
+    obs, _ = env.reset(seed=1)
+    z = wm.encode(obs, task="pick_place")
+    temb = wm.last_context[0]
+    x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (H, S, A)
+    with torch.no_grad():
+        full = wm.imagine(z, x.transpose(0, 1))
+        reward, success, collision, last = wm.imagine_outcomes(z, x, temb)
+    torch.testing.assert_close(reward, full.reward.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
+
+
 def test_bench_planner_reports_latency_and_flops(capsys):
     from robotworld.bench import PlannerBenchConfig, bench_planner
 

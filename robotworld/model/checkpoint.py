@@ -50,10 +50,15 @@ def save(path: str | os.PathLike, model: WorldModel, extra: dict[str, Any] | Non
     """Write a checkpoint atomically. extra: train config, step, optimizer state, metrics."""
     from robotworld.model.world_model import config_dict
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config_dict(model.spec, model.cfg),
             "state_dict": model.state_dict(), "checksum": weights_checksum(model.state_dict()), **(extra or {})}
+    save_atomic(path, body)
+
+
+def save_atomic(path: str | os.PathLike, body: dict[str, Any]) -> None:
+    """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(body, tmp)

@@ -295,5 +295,44 @@ class WorldModel(nn.Module):
                         torch.sigmoid(heads["collision"][:, 1:]), pos)
 
 
+    @torch.no_grad()
+    def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The planner's lean path through ``imagine``: only what a cost reads.
+
+        Same numbers as ``imagine`` (reward, success and collision; tests check it), computed
+        time-major and without concatenations: the first layer of the dynamics is split by
+        input, the actions' share of it is one matrix product for the whole horizon, and the
+        task's share a constant, so each step is one addmm from the latent. Object positions
+        and the moved gate, which no cost reads, are skipped.
+
+        Args:
+            z: (1 or S, L) start latent(s).
+            actions: (H, S, A) time-major action sequences.
+            temb: (1 or S, T) task embedding.
+        Returns:
+            reward (H, S), success (H, S), collision (H, S) probabilities, last latent (S, L).
+        """
+        L, A = self.cfg.latent_dim, self.spec.action_dim
+        H, S, _ = actions.shape
+        lin1, ln1, act1, lin2, ln2, act2, lin3 = self.dynamics
+        w = lin1.weight
+        drive = actions @ w[:, L:L + A].T + (temb @ w[:, L + A:].T + lin1.bias)  # (H, S, Hd)
+        w_z = w[:, :L].T
+        z = z.expand(S, -1)
+        latents = []
+        for t in range(H):
+            h = act1(ln1(torch.addmm(drive[t], z, w_z)))
+            z = simnorm(lin3(act2(ln2(lin2(h)))), self.cfg.simnorm_group)
+            latents.append(z)
+        zs = torch.stack(latents)  # (H, S, L)
+        hl1, hln, hact, hout = self.heads
+        hw = hl1.weight
+        h = hact(hln(zs @ hw[:, :L].T + (temb @ hw[:, L:].T + hl1.bias)))
+        out = h @ hout.weight[:4].T + hout.bias[:4]  # reward, success, grasp, collision
+        return (out[..., 0] * self.spec.reward_scale, torch.sigmoid(out[..., 1]),
+                torch.sigmoid(out[..., 3]), z)
+
+
 def config_dict(spec: ModelSpec, cfg: ModelConfig) -> dict[str, Any]:
     return {"spec": {**asdict(spec), "tasks": list(spec.tasks)}, "model": asdict(cfg)}

@@ -44,10 +44,10 @@ class WorldModelCost:
         H, S, A = x.shape
         if A != m.spec.action_dim:
             raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
-        out = m.imagine(self.z, x.transpose(0, 1), self.context, self.anchor)
-        disc = w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32)
-        gain = w.reward * (out.reward * disc).sum(1) + w.success * (out.success * disc).sum(1)
+        temb = self.context[0]
+        reward, success, collision, last = m.imagine_outcomes(self.z, x, temb)
+        disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
+        gain = w.reward * (reward * disc).sum(0) + w.success * (success * disc).sum(0)
         if w.value:
-            temb = self.context[0].expand(S, -1)
-            gain = gain + w.value * w.gamma ** H * m.q_values(out.latents[:, -1], x[-1], temb).mean(0)
-        return -gain + w.collision * out.collision.sum(1)
+            gain = gain + w.value * w.gamma ** H * m.q_values(last, x[-1], temb.expand(S, -1)).mean(0)
+        return -gain + w.collision * collision.sum(0)
