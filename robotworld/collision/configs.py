@@ -13,14 +13,14 @@ class CollisionTrainConfig:
     """Labelled training queries (16 poses per scene)."""
     val_queries: int = 100_000
     """Validation queries on other scenes, for the operating thresholds."""
-    steps: int = 6000
+    steps: int = 8000
     """Optimizer steps."""
     batch: int = 4096
     """Queries per step."""
     lr: float = 3e-3
     """Adam learning rate (cosine decay to 5% of it)."""
-    hidden: int = 32
-    """Width of each head."""
+    hidden: int = 64
+    """Width of each head's correcting MLP."""
     pair_margin_cm: float = 2.0
     """Self pairs kept: those closer than this somewhere in the training poses."""
     target_recall: float = 0.996
