@@ -490,6 +490,8 @@ class PlannerBenchConfig:
     """auto, cpu or cuda."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
+    compile: bool = False
+    """torch.compile the cost (CUDA graphs on a GPU); compile time is not counted."""
     vs: str = ""
     """Also time a peer planner on the same model, samples, horizon and iterations:
     pytorch_mppi (pip install pytorch-mppi, in robotworld's dev extra)."""
@@ -582,7 +584,8 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
                  "macs_per_transition": macs}
     for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):
         p = Planner(cost, env.action_space.low, env.action_space.high,
-                    PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S)), device)
+                    PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S),
+                                  compile=cfg.compile), device)
         times = []
         for k in range(cfg.plans + 2):
             sync()

@@ -113,6 +113,9 @@ def test_lean_imagination_matches_imagine():
     torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # one task embedding per sample gives the same
+        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1))
+    torch.testing.assert_close(per_sample[0], reward)
 
 
 def test_bench_planner_reports_latency_and_flops(capsys):
