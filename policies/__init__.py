@@ -77,9 +77,31 @@ def _mpc(**kw):
 
 def checkpoint_path(name: str) -> str | None:
     """The world-model checkpoint a policy name points at ('mpc:PATH' or a '.pt' path), else None."""
+    name = name.split(",")[0]
     if name.startswith("mpc:"):
         return name[4:]
     return name if name.endswith(".pt") else None
+
+
+def planner_options(name: str) -> dict:
+    """PlannerConfig fields given after the checkpoint: 'mpc:PATH,samples=256,horizon=8'."""
+    import dataclasses
+
+    from robotworld.planning.planner import PlannerConfig
+
+    fields = {f.name: f for f in dataclasses.fields(PlannerConfig)}
+    out: dict = {}
+    for item in name.split(",")[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(fields)}")
+        kind = type(fields[key].default)
+        try:
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"policy option '{item}': {value!r} is not a {kind.__name__}") from None
+    return out
 
 
 def check_policy(name: str) -> None:
@@ -88,17 +110,21 @@ def check_policy(name: str) -> None:
 
     path = checkpoint_path(name)
     if name in REGISTRY or (path is not None and (path == "default" or os.path.isfile(path))):
+        if path is not None:
+            planner_options(name)
         return
     if path is not None:
         raise ValueError(f"policy checkpoint '{path}' does not exist")
     raise ValueError(f"unknown policy '{name}': expected one of {', '.join(REGISTRY)}, or a world-model "
-                     "checkpoint (PATH.pt or mpc:PATH) to plan with")
+                     "checkpoint (PATH.pt or mpc:PATH, optionally followed by planner settings, "
+                     "e.g. mpc:default,samples=256,horizon=8) to plan with")
 
 
 def make_policy(name: str, seed: int | None = None) -> Policy:
-    """A policy by registry name, or MPC over a world-model checkpoint ('PATH.pt', 'mpc:PATH')."""
+    """A policy by registry name, or MPC over a world-model checkpoint ('PATH.pt', 'mpc:PATH',
+    either followed by planner settings: 'mpc:PATH,samples=256,iterations=4')."""
     check_policy(name)
     path = checkpoint_path(name)
     if name not in REGISTRY and path is not None:
-        return _mpc(checkpoint=path, seed=seed)
+        return _mpc(checkpoint=path, seed=seed, planner=planner_options(name))
     return REGISTRY[name](seed=seed)

@@ -124,3 +124,15 @@ def test_bench_planner_reports_latency_and_flops(capsys):
     out = bench_planner(PlannerBenchConfig(task="reach", plans=1))
     for k in ("plan_ms_p50", "plan_ms_p95", "plan_ms_p95_512x16x6", "plan_ms_p95_256x8x4", "flops_fraction"):
         assert out[k] > 0
+
+
+def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
+    from policies import make_policy
+
+    pol = make_policy("mpc:default,samples=64,horizon=4,iterations=2,method=cem", seed=3)
+    cfg = pol.planner_cfg
+    assert (cfg.samples, cfg.horizon, cfg.iterations, cfg.method, cfg.seed) == (64, 4, 2, "cem", 3)
+    with pytest.raises(ValueError, match="FIELD=VALUE with FIELD one of"):
+        make_policy("mpc:default,sample=64")
+    with pytest.raises(ValueError, match="is not a int"):
+        make_policy("mpc:default,samples=many")
