@@ -108,14 +108,15 @@ def test_lean_imagination_matches_imagine():
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (H, S, A)
     with torch.no_grad():
         full = wm.imagine(z, x.transpose(0, 1))
-        reward, success, collision, last = wm.imagine_outcomes(z, x, temb)
+        reward, success, collision, last = wm.imagine_outcomes(z, x, temb, wm.last_tool)
     torch.testing.assert_close(reward, full.reward.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # one task embedding per sample gives the same
-        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1))
+        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1), wm.last_tool.expand(64, -1))
     torch.testing.assert_close(per_sample[0], reward)
+    torch.testing.assert_close(per_sample[2], collision)
 
 
 def test_bench_planner_reports_latency_and_flops(capsys):

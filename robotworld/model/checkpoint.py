@@ -16,7 +16,7 @@ import torch
 from robotworld.model.world_model import ModelConfig, ModelSpec, WorldModel
 
 FORMAT = "robotworld-world-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "world_model.pt"
 
 

@@ -10,7 +10,8 @@ On episodes the model never saw (by default the held-out split of the training r
 windows are encoded at their first observation and rolled forward open loop on the recorded
 actions. Reported: object-position error at horizons 1, 5, 10 and 20 against the constant-
 position baseline (median over windows, cm), grasp AUROC and expected calibration error at the
-end of an 8-step chunk, collision AUROC per step, success AUROC, and reward error. A plot of
+end of an 8-step chunk, collision AUROC per step, success AUROC, reward error, and the
+imagined tool position's error (median, cm) at the same horizons. A plot of
 error against horizon and a reliability diagram are written beside the JSON.
 """
 
@@ -68,7 +69,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     """Metrics of a world model on held-out windows (see the module docstring)."""
     from robotworld.model import checkpoint as ckpt
     from robotworld.model.train import pick_device
-    from robotworld.model.world_model import instruction_tokens
+    from robotworld.model.world_model import TOOL, instruction_tokens
 
     if cfg.episodes not in ("held-out", "all"):
         raise ValueError(f"episodes = '{cfg.episodes}': expected held-out or all")
@@ -85,7 +86,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     batches = Batches(dirs, max(HORIZONS), cfg.seed, holdout_every, cfg.episodes, model.spec.max_objects)
     n_total = cfg.windows * len(dirs)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "base", "valid", "gp", "gy", "gv", "cp", "cy",
-                                                         "sp", "sy", "rp", "ry")}
+                                                         "sp", "sy", "rp", "ry", "tool")}
     for _ in range(max(1, n_total // 512)):
         b = batches.sample(512, device)
         m = model
@@ -94,7 +95,9 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
         P = m.spec.proprio_dim
         n = m.spec.max_objects
         true = b["obs"][:, :, P:P + 7 * n].reshape(*b["obs"].shape[:2], n, 7)[..., :3]  # (B, H+1, n, 3)
-        out = m.imagine(z0, b["action"], (temb, iemb), anchor=true[:, 0])
+        tool = b["obs"][:, :, TOOL]  # (B, H+1, 3)
+        out = m.imagine(z0, b["action"], (temb, iemb), anchor=true[:, 0], tool=tool[:, 0])
+        rows["tool"].append(((out.tool_pos - tool[:, 1:]).norm(dim=-1) * 100).cpu().numpy())
         real = (torch.arange(n, device=device)[None] < b["objects_real"][:, None]).float()  # (B, n)
         dist = lambda p, q: ((p - q).norm(dim=-1) * real[:, None]).sum(-1) / real.sum(-1)[:, None] * 100  # noqa: E731
         rows["err"].append(dist(out.object_pos, true[:, 1:]).cpu().numpy())
@@ -133,6 +136,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
                 res[f"baseline_pos_err_cm_h{h}_moving"] = round(float(np.median(cat["base"][moving, h - 1])), 3)
                 res[f"windows_h{h}_moving"] = int(moving.sum())
             res[f"pos_err_cm_h{h}_mean"] = round(float(cat["err"][v, h - 1].mean()), 3)
+            res[f"tool_err_cm_h{h}"] = round(float(np.median(cat["tool"][v, h - 1])), 3)
             res[f"baseline_pos_err_cm_h{h}_mean"] = round(float(cat["base"][v, h - 1].mean()), 3)
     gv = cat["gv"]
     res["grasp_auroc"] = round(auroc(cat["gp"][gv], cat["gy"][gv]), 4)

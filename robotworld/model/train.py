@@ -29,7 +29,7 @@ from torch import nn
 
 from robotworld.model import checkpoint as ckpt
 from robotworld.model.configs import TrainConfig
-from robotworld.model.world_model import TASKS, ModelSpec, WorldModel, instruction_tokens, model_config
+from robotworld.model.world_model import TASKS, TOOL, ModelSpec, WorldModel, instruction_tokens, model_config
 
 
 def pick_device(name: str) -> torch.device:
@@ -139,6 +139,12 @@ class Objective(nn.Module):
         wsum = w.sum().clamp_min(1.0)
         consistency = (((roll - target) ** 2).mean(-1) * w).sum() / wsum
         heads = m.read(roll, temb)
+        # the tool path from the observed start (smooth L1 in 2 mm units: millimetres decide a
+        # table contact), and the collision logit that reads the imagined tool position
+        true_tool = obs[:, :, TOOL]
+        tool = m.tool_path(enc[:, 0], roll, act, true_tool[:, 0])
+        tool_loss = (F.smooth_l1_loss(tool / 0.002, true_tool[:, 1:] / 0.002, reduction="none").sum(-1) * w).sum() / wsum
+        heads["collision"] = heads["collision"] + m.contact_logit(tool.detach())
         reward = (((heads["reward"] - batch["reward"] / m.spec.reward_scale) ** 2) * w).sum() / wsum
         # collisions are rare per step (well under 1%): up-weight the positives
         pos_weight = {"success": None, "grasp": None, "collision": torch.tensor(10.0, device=obs.device)}
@@ -149,7 +155,8 @@ class Objective(nn.Module):
         true_pos = obs[:, 1:, m.spec.proprio_dim:m.spec.proprio_dim + 7 * m.spec.max_objects]
         true_pos = true_pos.reshape(B, H, m.spec.max_objects, 7)[..., :3]
         real = (torch.arange(m.spec.max_objects, device=obs.device)[None] < batch["objects_real"][:, None]).float()
-        enc_pos = m.read(enc, temb)["object_pos"]  # (B, H+1, N, 3)
+        enc_heads = m.read(enc, temb)
+        enc_pos = enc_heads["object_pos"]  # (B, H+1, N, 3)
         pos_err = lambda p, q: ((((p - q) / 0.05) ** 2).sum(-1) * real[:, None]).sum(-1)  # noqa: E731
         # absolute positions from both latents, and the displacement since the window's start as
         # imagine reports it (start + decoded motion), in units of 5 cm
@@ -160,8 +167,10 @@ class Objective(nn.Module):
         gate = F.binary_cross_entropy_with_logits(moved_logit, did_move, reduction="none")
         gate = ((gate * real[:, None]).sum(-1) * w).sum() / wsum
         moved = start + torch.sigmoid(moved_logit)[..., None] * (heads["object_pos"] - enc_pos[:, :1])
+        tool_abs = (((heads["tool_pos"] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1) \
+            + (((enc_heads["tool_pos"][:, 1:] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1)
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
-                     + 4 * pos_err(moved, true_pos)) * w).sum() / wsum + gate
+                     + 4 * pos_err(moved, true_pos) + tool_abs) * w).sum() / wsum + gate
         # Q ensemble, TD(0) on the data's own next action (the behaviour policy's value):
         # Q(z_t, a_t) -> r_t + gamma * (1 - done_t) * Q'(z*_{t+1}, a_{t+1}), z* the encoded latent
         lat = torch.cat((enc[:, :1], roll[:, :-1]), 1)[:, :H - 1].detach()
@@ -172,8 +181,8 @@ class Objective(nn.Module):
             td = batch["reward"][:, :H - 1] / m.spec.reward_scale + cfg.gamma * (1 - batch["terminated"][:, :H - 1]) * nxt
         valid = mask[:, :H - 1] * mask[:, 1:]
         q_loss = (((q - td) ** 2) * valid).sum() / (valid.sum().clamp_min(1.0) * len(m.q))
-        total = 20 * consistency + reward + sum(bce.values()) + position + 0.1 * q_loss
-        parts = {"consistency": consistency, "reward": reward, "position": position, "q": q_loss,
+        total = 20 * consistency + reward + sum(bce.values()) + position + 0.1 * tool_loss + 0.1 * q_loss
+        parts = {"consistency": consistency, "reward": reward, "position": position, "tool": tool_loss, "q": q_loss,
                  **{f"bce_{k}": v for k, v in bce.items()}}
         return total, {k: v.detach() for k, v in parts.items()}
 
