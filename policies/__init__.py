@@ -83,22 +83,25 @@ def checkpoint_path(name: str) -> str | None:
     return name if name.endswith(".pt") else None
 
 
-def planner_options(name: str) -> dict:
-    """PlannerConfig fields given after the checkpoint: 'mpc:PATH,samples=256,horizon=8'."""
+def planner_options(name: str) -> tuple[dict, dict]:
+    """PlannerConfig and CostWeights fields given after the checkpoint, as two dicts:
+    'mpc:PATH,samples=256,horizon=8,collision=0'."""
     import dataclasses
 
+    from robotworld.planning.costs import CostWeights
     from robotworld.planning.planner import PlannerConfig
 
-    fields = {f.name: f for f in dataclasses.fields(PlannerConfig)}
-    out: dict = {}
+    fields = {f.name: (f, k) for k, cls in enumerate((PlannerConfig, CostWeights)) for f in dataclasses.fields(cls)}
+    out: tuple[dict, dict] = ({}, {})
     for item in name.split(",")[1:]:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD one of "
                              f"{', '.join(fields)}")
-        kind = type(fields[key].default)
+        field, which = fields[key]
+        kind = type(field.default)
         try:
-            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            out[which][key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
         except ValueError:
             raise ValueError(f"policy option '{item}': {value!r} is not a {kind.__name__}") from None
     return out
@@ -122,9 +125,10 @@ def check_policy(name: str) -> None:
 
 def make_policy(name: str, seed: int | None = None) -> Policy:
     """A policy by registry name, or MPC over a world-model checkpoint ('PATH.pt', 'mpc:PATH',
-    either followed by planner settings: 'mpc:PATH,samples=256,iterations=4')."""
+    either followed by planner settings and cost weights: 'mpc:PATH,samples=256,collision=0')."""
     check_policy(name)
     path = checkpoint_path(name)
     if name not in REGISTRY and path is not None:
-        return _mpc(checkpoint=path, seed=seed, planner=planner_options(name))
+        planner, weights = planner_options(name)
+        return _mpc(checkpoint=path, seed=seed, planner=planner, weights=weights)
     return REGISTRY[name](seed=seed)

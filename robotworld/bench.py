@@ -576,10 +576,15 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     cost.observe(obs, cfg.task)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     # multiply-adds per imagined transition on the cost's path (WorldModel.imagine_outcomes):
-    # the dynamics, and the heads' hidden layer with the four outcome outputs it reads
+    # the dynamics, the heads' hidden layer with the five outputs it reads (grasp, collision,
+    # first object), the per-step shares of the moved gate and the tool path (their z_0 share is
+    # computed once a plan), the contact MLP and the outcome MLP
     hidden, out_layer = model.heads[0], model.heads[-1]
+    L, A = model.cfg.latent_dim, model.spec.action_dim
     macs = (_linear_macs(model.dynamics) + hidden.in_features * hidden.out_features
-            + out_layer.in_features * 4)
+            + out_layer.in_features * 5 + model.moved[0].out_features * L + model.moved[-1].in_features
+            + model.tool[0].out_features * (L + A) + _linear_macs(model.tool[-1])
+            + _linear_macs(model.contact) + _linear_macs(model.outcome))
     out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
                  "macs_per_transition": macs}
     for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):

@@ -108,13 +108,14 @@ def test_lean_imagination_matches_imagine():
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (H, S, A)
     with torch.no_grad():
         full = wm.imagine(z, x.transpose(0, 1))
-        reward, success, collision, last = wm.imagine_outcomes(z, x, temb, wm.last_tool)
+        reward, success, collision, last = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
     torch.testing.assert_close(reward, full.reward.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # one task embedding per sample gives the same
-        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1), wm.last_tool.expand(64, -1))
+        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1), wm.last_tool.expand(64, -1),
+                                         wm.last_anchor.expand(64, -1, -1), wm.last_goal.expand(64, -1))
     torch.testing.assert_close(per_sample[0], reward)
     torch.testing.assert_close(per_sample[2], collision)
 
@@ -130,9 +131,10 @@ def test_bench_planner_reports_latency_and_flops(capsys):
 def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
     from policies import make_policy
 
-    pol = make_policy("mpc:default,samples=64,horizon=4,iterations=2,method=cem", seed=3)
+    pol = make_policy("mpc:default,samples=64,horizon=4,iterations=2,method=cem,collision=0,value=0.5", seed=3)
     cfg = pol.planner_cfg
     assert (cfg.samples, cfg.horizon, cfg.iterations, cfg.method, cfg.seed) == (64, 4, 2, "cem", 3)
+    assert (pol.cost.w.collision, pol.cost.w.value, pol.cost.w.reward) == (0.0, 0.5, 1.0)
     with pytest.raises(ValueError, match="FIELD=VALUE with FIELD one of"):
         make_policy("mpc:default,sample=64")
     with pytest.raises(ValueError, match="is not a int"):

@@ -145,32 +145,39 @@ class Objective(nn.Module):
         tool = m.tool_path(enc[:, 0], roll, act, true_tool[:, 0])
         tool_loss = (F.smooth_l1_loss(tool / 0.002, true_tool[:, 1:] / 0.002, reduction="none").sum(-1) * w).sum() / wsum
         heads["collision"] = heads["collision"] + m.contact_logit(tool.detach())
-        reward = (((heads["reward"] - batch["reward"] / m.spec.reward_scale) ** 2) * w).sum() / wsum
         # collisions are rare per step (well under 1%): up-weight the positives
-        pos_weight = {"success": None, "grasp": None, "collision": torch.tensor(10.0, device=obs.device)}
-        bce = {k: (F.binary_cross_entropy_with_logits(heads[k], batch[k], reduction="none",
-                                                      pos_weight=pos_weight[k]) * w).sum() / wsum
-               for k in ("success", "grasp", "collision")}
+        bce = {k: (F.binary_cross_entropy_with_logits(heads[k], batch[k], reduction="none", pos_weight=pw) * w).sum() / wsum
+               for k, pw in (("grasp", None), ("collision", torch.tensor(10.0, device=obs.device)))}
         # object positions in cm, on the rolled-out latents and on the encoded ones
-        true_pos = obs[:, 1:, m.spec.proprio_dim:m.spec.proprio_dim + 7 * m.spec.max_objects]
-        true_pos = true_pos.reshape(B, H, m.spec.max_objects, 7)[..., :3]
-        real = (torch.arange(m.spec.max_objects, device=obs.device)[None] < batch["objects_real"][:, None]).float()
+        P, N = m.spec.proprio_dim, m.spec.max_objects
+        true_pos = obs[:, 1:, P:P + 7 * N].reshape(B, H, N, 7)[..., :3]
+        real = (torch.arange(N, device=obs.device)[None] < batch["objects_real"][:, None]).float()
         enc_heads = m.read(enc, temb)
         enc_pos = enc_heads["object_pos"]  # (B, H+1, N, 3)
         pos_err = lambda p, q: ((((p - q) / 0.05) ** 2).sum(-1) * real[:, None]).sum(-1)  # noqa: E731
         # absolute positions from both latents, and the displacement since the window's start as
         # imagine reports it (start + decoded motion), in units of 5 cm
-        start = obs[:, :1, m.spec.proprio_dim:m.spec.proprio_dim + 7 * m.spec.max_objects]
-        start = start.reshape(B, 1, m.spec.max_objects, 7)[..., :3]
+        start = obs[:, :1, P:P + 7 * N].reshape(B, 1, N, 7)[..., :3]
         moved_logit = m.moved_logits(enc[:, 0], roll)  # (B, H, N)
         did_move = ((true_pos - start).norm(dim=-1) > 0.005).float()
         gate = F.binary_cross_entropy_with_logits(moved_logit, did_move, reduction="none")
         gate = ((gate * real[:, None]).sum(-1) * w).sum() / wsum
         moved = start + torch.sigmoid(moved_logit)[..., None] * (heads["object_pos"] - enc_pos[:, :1])
+        goal = obs[:, 1:, P + 7 * N:P + 7 * N + 3]
         tool_abs = (((heads["tool_pos"] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1) \
-            + (((enc_heads["tool_pos"][:, 1:] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1)
+            + (((enc_heads["tool_pos"][:, 1:] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1) \
+            + (((enc_heads["goal"][:, 1:] - goal) / 0.05) ** 2).sum(-1)
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
                      + 4 * pos_err(moved, true_pos) + tool_abs) * w).sum() / wsum + gate
+        # reward and success from geometry: on the true positions and grasp flag (a clean
+        # function to learn), and on the imagined ones as imagine() feeds them (what it meets)
+        reward, bce["success"] = 0.0, 0.0
+        for geo in ((true_tool[:, 1:], true_pos[:, :, 0], batch["grasp"]),
+                    (tool.detach(), moved[:, :, 0].detach(), torch.sigmoid(heads["grasp"]).detach())):
+            r, s_logit = m.outcomes(*geo[:2], goal, geo[2], temb)
+            reward = reward + (((r - batch["reward"]) / m.spec.reward_scale) ** 2 * w).sum() / wsum
+            bce["success"] = bce["success"] + (F.binary_cross_entropy_with_logits(
+                s_logit, batch["success"], reduction="none") * w).sum() / wsum
         # Q ensemble, TD(0) on the data's own next action (the behaviour policy's value):
         # Q(z_t, a_t) -> r_t + gamma * (1 - done_t) * Q'(z*_{t+1}, a_{t+1}), z* the encoded latent
         lat = torch.cat((enc[:, :1], roll[:, :-1]), 1)[:, :H - 1].detach()

@@ -9,16 +9,22 @@ cores):
 - ``dynamics(z, a) -> z'``: an MLP on (z, a, task), SimNorm again. Trained by multi-step latent
   consistency: the latent rolled forward H steps is pulled towards the encoding of the
   observation actually reached (stop-gradient target), weighted by rho^t.
-- Heads on z (one shared trunk): reward (regression), success, grasp and collision (logits),
-  and decoders of the object and tool positions, the pieces that are not decoder-free: they
-  let what the model imagines be checked against physics in centimetres. Collision and grasp
-  are read on the latent after the step, as ``info`` reports them after the step.
+- Heads on z (one shared trunk): grasp and collision (logits), and decoders of the object, tool
+  and goal positions, the pieces that are not decoder-free: they let what the model imagines
+  be checked against physics in centimetres. Collision and grasp are read on the latent after
+  the step, as ``info`` reports them after the step.
 - A tool path: the tool's displacement since the start, from (z_0, z_t, summed actions), added
   to the observed tool position. Nearly every collision in the data is a fingertip touching
   the table, which happens within a millimetre or two of one tool height; a latent read
   absolutely does not hold that precision, a displacement from an observed start does. A
   small contact MLP turns the imagined tool position into a logit that is added to the
   collision head's.
+- Reward and success from the imagined geometry: an MLP on the distances between the imagined
+  tool, the imagined first object and the goal (plus the grasp probability and the task), not
+  on the latent. A planner searches for the action sequences a model rates best, and a reward
+  read off the latent rated states no episode visited far above what physics gives; distances
+  between positions that are anchored at the observation extrapolate the way the task's reward
+  does.
 - A Q ensemble Q_k(z, a) (TD-learned on the data's own next actions, target network by EMA)
   for planning beyond the horizon.
 
@@ -123,6 +129,17 @@ def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
     return (e / e.sum(dim=-1, keepdim=True)).reshape(shape)
 
 
+GEOMETRY_DIM = 13
+
+
+def geometry(tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """What the task rewards are made of, from positions (..., 3) in metres -> (..., 13): the
+    offsets tool-goal, tool-object and object-goal in 10 cm units, their lengths, and the
+    object's height above a resting 4 cm cube in 5 cm units."""
+    d = torch.stack((tool - goal, tool - obj, obj - goal), -2)  # (..., 3, 3)
+    return torch.cat((d.flatten(-2) / 0.1, d.norm(dim=-1) / 0.1, (obj[..., 2:] - 0.02) / 0.05), -1)
+
+
 def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
     """Linear, LayerNorm, SiLU per hidden layer, then a linear output. (TD-MPC2 uses Mish; on two
     CPU cores an imagine call with SiLU took 36 ms against Mish's 48 ms.)"""
@@ -157,8 +174,10 @@ class WorldModel(nn.Module):
         self.instr_emb = nn.EmbeddingBag(INSTRUCTION_BUCKETS, T, mode="mean")
         self.encoder = mlp(spec.obs_dim + 2 * T, Hd, L)
         self.dynamics = mlp(L + A + T, Hd, L)
-        # reward, success, grasp, collision, object positions (3N), tool position (3)
-        self.heads = mlp(L + T, Hd, 4 + 3 * spec.max_objects + 3, layers=1)
+        # grasp, collision, object positions (3N), tool position (3), goal (3)
+        self.heads = mlp(L + T, Hd, 2 + 3 * spec.max_objects + 6, layers=1)
+        # reward and success logit from the imagined geometry, grasp probability and task
+        self.outcome = mlp(GEOMETRY_DIM + 1 + T, Hd // 2, 2, layers=1)
         # the tool's displacement since the start latent (0.1 m units), from (z_0, z_t, sum of a)
         self.tool = mlp(2 * L + A, Hd // 2, 3, layers=1)
         # a collision logit from the imagined tool position (table contacts), added to the head's
@@ -180,6 +199,7 @@ class WorldModel(nn.Module):
         self.last_context: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_anchor: torch.Tensor | None = None
         self.last_tool: torch.Tensor | None = None
+        self.last_goal: torch.Tensor | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
     def flat_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -228,10 +248,11 @@ class WorldModel(nn.Module):
             temb = temb.unsqueeze(-2)
         out = self.heads(torch.cat((z, temb.expand(*z.shape[:-1], -1)), -1))
         n = self.spec.max_objects
-        pos = out[..., 4:4 + 3 * n].reshape(*z.shape[:-1], n, 3) * 0.1 + self.pos_offset  # metres
-        tool = out[..., 4 + 3 * n:] * 0.1 + self.pos_offset
-        return {"reward": out[..., 0], "success": out[..., 1], "grasp": out[..., 2],
-                "collision": out[..., 3], "object_pos": pos, "tool_pos": tool}
+        pos = out[..., 2:2 + 3 * n].reshape(*z.shape[:-1], n, 3) * 0.1 + self.pos_offset  # metres
+        tool = out[..., 2 + 3 * n:5 + 3 * n] * 0.1 + self.pos_offset
+        goal = out[..., 5 + 3 * n:] * 0.1 + self.pos_offset
+        return {"grasp": out[..., 0], "collision": out[..., 1], "object_pos": pos, "tool_pos": tool,
+                "goal": goal}
 
     def tool_path(self, z0: torch.Tensor, z: torch.Tensor, actions: torch.Tensor,
                   start: torch.Tensor) -> torch.Tensor:
@@ -239,6 +260,16 @@ class WorldModel(nn.Module):
         z0: (B, L), z: (B, H, L), actions: (B, H, A), start: (B, 3) -> (B, H, 3) metres"""
         x = torch.cat((z0[:, None].expand_as(z), z, actions.cumsum(1)), -1)
         return start[:, None] + 0.1 * self.tool(x)
+
+    def outcomes(self, tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor, grasp: torch.Tensor,
+                 temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward, success logit), each (...), from positions tool, obj (the first object) and
+        goal (..., 3) in metres, grasp probability (...) and task embedding (B, T)."""
+        while temb.dim() < tool.dim():
+            temb = temb.unsqueeze(-2)
+        x = torch.cat((geometry(tool, obj, goal), grasp[..., None], temb.expand(*tool.shape[:-1], -1)), -1)
+        out = self.outcome(x)
+        return out[..., 0] * self.spec.reward_scale, out[..., 1]
 
     def contact_logit(self, tool: torch.Tensor) -> torch.Tensor:
         """Collision logit from tool positions (..., 3) in metres -> (...)"""
@@ -270,6 +301,7 @@ class WorldModel(nn.Module):
         n, P = self.spec.max_objects, self.spec.proprio_dim
         self.last_anchor = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
         self.last_tool = x[:, TOOL]
+        self.last_goal = x[:, P + 7 * n:P + 7 * n + 3]
         self.last_context = self._make_context(B, task, obs.get("instruction"), device)
         return self.encode_flat(x, *self.last_context)
 
@@ -291,7 +323,8 @@ class WorldModel(nn.Module):
 
     def imagine(self, z: torch.Tensor, actions: torch.Tensor,
                 context: tuple[torch.Tensor, torch.Tensor] | None = None,
-                anchor: torch.Tensor | None = None, tool: torch.Tensor | None = None) -> Imagined:
+                anchor: torch.Tensor | None = None, tool: torch.Tensor | None = None,
+                goal: torch.Tensor | None = None) -> Imagined:
         """Roll latents forward under action sequences.
 
         Args:
@@ -302,6 +335,7 @@ class WorldModel(nn.Module):
             anchor: (B or 1, N, 3) observed object positions at z; by default those of the last
                 ``encode`` call, or the decoded ones when a context is passed without an anchor.
             tool: (B or 1, 3) observed tool position at z; defaults as ``anchor`` does.
+            goal: (B or 1, 3) the goal position; defaults as ``anchor`` does.
         Returns:
             Imagined with per-step latents, reward, and success / grasp / collision probabilities.
         """
@@ -329,32 +363,38 @@ class WorldModel(nn.Module):
         start = pos[:, :1] if anchor is None else anchor.reshape(-1, 1, *pos.shape[2:]).expand(B, 1, -1, -1)
         moved = torch.sigmoid(self.moved_logits(latents[:, 0], latents[:, 1:]))[..., None]
         pos = start + moved * (pos[:, 1:] - pos[:, :1])
+        remembered = context is None and self.last_tool is not None
         if tool is None:
-            tool = self.last_tool if context is None and self.last_tool is not None else heads["tool_pos"][:, 0]
+            tool = self.last_tool if remembered else heads["tool_pos"][:, 0]
+        if goal is None:
+            goal = self.last_goal if remembered else heads["goal"][:, 0]
         tool = self.tool_path(latents[:, 0], latents[:, 1:], actions, tool.reshape(-1, 3).expand(B, 3))
         collision = torch.sigmoid(heads["collision"][:, 1:] + self.contact_logit(tool))
-        return Imagined(latents, heads["reward"][:, 1:] * self.spec.reward_scale,
-                        torch.sigmoid(heads["success"][:, 1:]), torch.sigmoid(heads["grasp"][:, 1:]),
-                        collision, pos, tool)
+        grasp = torch.sigmoid(heads["grasp"][:, 1:])
+        reward, success = self.outcomes(tool, pos[:, :, 0], goal.reshape(-1, 1, 3).expand(B, H, 3), grasp, temb)
+        return Imagined(latents, reward, torch.sigmoid(success), grasp, collision, pos, tool)
 
 
     @torch.no_grad()
     def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
-                         tool: torch.Tensor | None = None
+                         tool: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
+                         goal: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The planner's lean path through ``imagine``: only what a cost reads.
 
         Same numbers as ``imagine`` (reward, success and collision; tests check it), computed
         time-major and without concatenations: the first layer of the dynamics is split by
         input, the actions' share of it is one matrix product for the whole horizon, and the
-        task's share a constant, so each step is one addmm from the latent. Object positions
-        and the moved gate, which no cost reads, are skipped.
+        task's share a constant, so each step is one addmm from the latent. Only the first
+        object's position is imagined (the rewards read no other).
 
         Args:
             z: (1 or S, L) start latent(s).
             actions: (H, S, A) time-major action sequences.
             temb: (1 or S, T) task embedding.
             tool: (1 or S, 3) observed tool position at z; decoded from z when None.
+            anchor: (1 or S, N, 3) observed object positions at z; decoded from z when None.
+            goal: (1 or S, 3) the goal; decoded from z when None.
         Returns:
             reward (H, S), success (H, S), collision (H, S) probabilities, last latent (S, L).
         """
@@ -381,20 +421,31 @@ class WorldModel(nn.Module):
         task_head = temb @ hw[:, L:].T + hl1.bias
         task_head = task_head if task_head.shape[0] == 1 else task_head.repeat(H, 1)
         h = hact(hln(torch.addmm(task_head, zs.view(H * S, L), hw[:, :L].T)))
-        out = torch.addmm(hout.bias[:4], h, hout.weight[:4].T).view(H, S, 4)  # reward, success, grasp, collision
-        # the tool path, with its first layer split as the dynamics' is: the start latent's share
-        # is a constant, the latents' and summed actions' shares two products over the horizon
+        out = torch.addmm(hout.bias[:5], h, hout.weight[:5].T).view(H, S, 5)  # grasp, collision, object 0
+        first = self.read(z0_in.expand(temb.shape[0], -1) if z0_in.shape[0] == 1 else z0_in, temb)  # at z_0
+        tool = first["tool_pos"] if tool is None else tool.reshape(-1, 3)
+        goal = first["goal"] if goal is None else goal.reshape(-1, 3)
+        obj0 = first["object_pos"][:, 0] if anchor is None else anchor.reshape(anchor.shape[0], -1, 3)[:, 0]
+        # the moved gate and the tool path, their first layers split as the dynamics' is: the
+        # start latent's share is a constant, the latents' (and summed actions') a product each
+        ml1, mln, mact, mout = self.moved
+        mh = mact(mln(torch.addmm(self._start_share(ml1, z0_in, L, H), zs.view(H * S, L), ml1.weight[:, L:].T)))
+        moved = torch.sigmoid(torch.addmm(mout.bias[:1], mh, mout.weight[:1].T)).view(H, S, 1)
+        obj = obj0 + moved * (out[..., 2:5] * 0.1 + self.pos_offset - first["object_pos"][:, 0])
         tl1, tln, tact, tout = self.tool
         tw = tl1.weight
-        start_drive = torch.addmm(tl1.bias, z0_in, tw[:, :L].T)  # (1 or S, Hd/2)
-        start_drive = start_drive if start_drive.shape[0] == 1 else start_drive.repeat(H, 1)
-        th = torch.addmm(start_drive, zs.view(H * S, L), tw[:, L:2 * L].T)
+        th = torch.addmm(self._start_share(tl1, z0_in, L, H), zs.view(H * S, L), tw[:, L:2 * L].T)
         th.addmm_(actions.cumsum(0).view(H * S, A), tw[:, 2 * L:].T)
-        if tool is None:
-            tool = self.read(z0_in.expand(temb.shape[0], -1) if z0_in.shape[0] == 1 else z0_in, temb)["tool_pos"]
-        tool_pos = tout(tact(tln(th))).view(H, S, 3).mul_(0.1).add_(tool.reshape(-1, 3))
-        collision = torch.sigmoid(out[..., 3] + self.contact_logit(tool_pos))
-        return out[..., 0] * self.spec.reward_scale, torch.sigmoid(out[..., 1]), collision, z
+        tool_pos = tout(tact(tln(th))).view(H, S, 3).mul_(0.1).add_(tool)
+        collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool_pos))
+        reward, success = self.outcomes(tool_pos, obj, goal, torch.sigmoid(out[..., 0]), temb[None])
+        return reward, torch.sigmoid(success), collision, z
+
+    @staticmethod
+    def _start_share(first: nn.Linear, z0: torch.Tensor, L: int, H: int) -> torch.Tensor:
+        """bias + z_0's share of a first layer that reads (z_0, z_t, ...), as rows t * S + s."""
+        share = torch.addmm(first.bias, z0, first.weight[:, :L].T)  # (1 or S, out)
+        return share if share.shape[0] == 1 else share.repeat(H, 1)
 
 
 def config_dict(spec: ModelSpec, cfg: ModelConfig) -> dict[str, Any]:

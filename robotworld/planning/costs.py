@@ -29,13 +29,13 @@ class WorldModelCost:
 
     def __init__(self, model: Any, weights: CostWeights | None = None) -> None:
         self.model, self.w = model, weights or CostWeights()
-        self.z = self.context = self.anchor = self.tool = None
+        self.z = self.context = self.anchor = self.tool = self.goal = None
 
     def observe(self, obs: dict, task: str) -> None:
         """Encode the observation the next plan starts from."""
         self.z = self.model.encode(obs, task=task)
         self.context, self.anchor = self.model.last_context, self.model.last_anchor
-        self.tool = self.model.last_tool
+        self.tool, self.goal = self.model.last_tool, self.model.last_goal
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ class WorldModelCost:
         if A != m.spec.action_dim:
             raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
         temb = self.context[0]
-        reward, success, collision, last = m.imagine_outcomes(self.z, x, temb, self.tool)
+        reward, success, collision, last = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
         gain = w.reward * (reward * disc).sum(0) + w.success * (success * disc).sum(0)
         if w.value:
