@@ -501,9 +501,11 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
                          horizon: int = 16, iterations: int = 6) -> list[float]:
     """Seconds per plan of pytorch_mppi's MPPI over the same world model and cost terms.
 
-    Its dynamics is the model's latent step and its running cost the same heads our cost
-    reads (reward, success, collision, discounted alike), with the Q ensemble after the
-    horizon as its terminal cost; one plan is ``iterations`` refinements of one command.
+    Its state is the latent with the summed actions beside it, its dynamics the model's latent
+    step, and its running cost the same outcomes our cost reads (reward and success from the
+    imagined geometry, collision with the tool path, discounted alike), with the Q ensemble
+    after the horizon as its terminal cost; one plan is ``iterations`` refinements of one
+    command.
     """
     import torch
     try:
@@ -514,29 +516,40 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
 
     w, temb = cost.w, cost.context[0]
     tk = temb.expand(samples, -1)
-    A = env.action_space.shape[0]
+    A, L = env.action_space.shape[0], model.cfg.latent_dim
+    z_start = cost.z.expand(samples, -1)
+    first = model.read(cost.z, temb)  # decoded at the start: the first object's displacement is from here
+    obj_start, tool_start, goal = cost.anchor[:, 0], cost.tool, cost.goal
 
-    def dynamics(z, u):
-        return model.next(z, u, tk[:len(z)])
+    # its state is the latent with the summed actions beside it (the tool path reads both)
+    def dynamics(x, u):
+        return torch.cat((model.next(x[:, :L], u, tk[:len(x)]), x[:, L:] + u), -1)
 
-    def running_cost(z, u, t):
-        heads = model.read(z, tk[:len(z)])
-        gain = w.reward * heads["reward"] * model.spec.reward_scale \
-            + w.success * torch.sigmoid(heads["success"])
-        return w.gamma ** t * -gain + w.collision * torch.sigmoid(heads["collision"])
+    def running_cost(x, u, t):
+        z, n = x[:, None, :L], len(x)
+        heads = model.read(z, tk[:n])
+        # one step: tool_path's running sum over a single step is the state's summed actions
+        tool = model.tool_path(z_start[:n], z, x[:, None, L:], tool_start.expand(n, 3))
+        moved = torch.sigmoid(model.moved_logits(z_start[:n], z)[..., :1])
+        obj = obj_start + moved * (heads["object_pos"][:, :, 0] - first["object_pos"][:, 0])
+        grasp = model.grasp_prob(heads["grasp"], tool, obj)
+        reward, success = model.outcomes(tool, obj, goal.expand(n, 1, 3), grasp, tk[:n])
+        collision = torch.sigmoid(heads["collision"] + model.contact_logit(tool))
+        gain = w.reward * reward + w.success * torch.sigmoid(success)
+        return (w.gamma ** t * -gain + w.collision * collision)[:, 0]
 
     def terminal(states, actions):
-        z, a = states[0, :, -1], actions[0, :, -1]
+        z, a = states[0, :, -1, :L], actions[0, :, -1]
         return -w.value * w.gamma ** horizon * model.q_values(z, a, tk[:len(z)]).mean(0)
 
     # step-dependent, so that the running cost gets the step index for the discount
-    ctl = MPPI(lambda z, u, t: dynamics(z, u), running_cost, model.cfg.latent_dim,
+    ctl = MPPI(lambda x, u, t: dynamics(x, u), running_cost, L + A,
                noise_sigma=0.25 * torch.eye(A, device=device), num_samples=samples,
                horizon=horizon, device=device, terminal_state_cost=terminal, lambda_=0.5,
                u_min=torch.as_tensor(env.action_space.low, device=device),
                u_max=torch.as_tensor(env.action_space.high, device=device),
                step_dependent_dynamics=True)
-    z0 = cost.z[0]
+    z0 = torch.cat((cost.z[0], torch.zeros(A, device=device)))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     with torch.no_grad():
@@ -578,13 +591,13 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     # multiply-adds per imagined transition on the cost's path (WorldModel.imagine_outcomes):
     # the dynamics, the heads' hidden layer with the five outputs it reads (grasp, collision,
     # first object), the per-step shares of the moved gate and the tool path (their z_0 share is
-    # computed once a plan), the contact MLP and the outcome MLP
+    # computed once a plan), the contact, hold and outcome MLPs
     hidden, out_layer = model.heads[0], model.heads[-1]
     L, A = model.cfg.latent_dim, model.spec.action_dim
     macs = (_linear_macs(model.dynamics) + hidden.in_features * hidden.out_features
             + out_layer.in_features * 5 + model.moved[0].out_features * L + model.moved[-1].in_features
             + model.tool[0].out_features * (L + A) + _linear_macs(model.tool[-1])
-            + _linear_macs(model.contact) + _linear_macs(model.outcome))
+            + _linear_macs(model.contact) + _linear_macs(model.hold) + _linear_macs(model.outcome))
     out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
                  "macs_per_transition": macs}
     for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):

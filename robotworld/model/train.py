@@ -146,8 +146,9 @@ class Objective(nn.Module):
         tool_loss = (F.smooth_l1_loss(tool / 0.002, true_tool[:, 1:] / 0.002, reduction="none").sum(-1) * w).sum() / wsum
         heads["collision"] = heads["collision"] + m.contact_logit(tool.detach())
         # collisions are rare per step (well under 1%): up-weight the positives
-        bce = {k: (F.binary_cross_entropy_with_logits(heads[k], batch[k], reduction="none", pos_weight=pw) * w).sum() / wsum
-               for k, pw in (("grasp", None), ("collision", torch.tensor(10.0, device=obs.device)))}
+        bce = {"collision": (F.binary_cross_entropy_with_logits(
+            heads["collision"], batch["collision"], reduction="none", pos_weight=torch.tensor(10.0, device=obs.device))
+            * w).sum() / wsum}
         # object positions in cm, on the rolled-out latents and on the encoded ones
         P, N = m.spec.proprio_dim, m.spec.max_objects
         true_pos = obs[:, 1:, P:P + 7 * N].reshape(B, H, N, 7)[..., :3]
@@ -169,11 +170,18 @@ class Objective(nn.Module):
             + (((enc_heads["goal"][:, 1:] - goal) / 0.05) ** 2).sum(-1)
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
                      + 4 * pos_err(moved, true_pos) + tool_abs) * w).sum() / wsum + gate
+        # grasp: the head gated by the tool-object offset, on the true and the imagined offsets
+        bce["grasp"] = 0.0
+        for t_, o_ in ((true_tool[:, 1:], true_pos[:, :, 0]), (tool.detach(), moved[:, :, 0].detach())):
+            logp = F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(t_, o_))
+            log1mp = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+            bce["grasp"] = bce["grasp"] - ((batch["grasp"] * logp + (1 - batch["grasp"]) * log1mp) * w).sum() / wsum
+        grasp_p = logp.exp().detach()  # the imagined-geometry one, as imagine() gives it
         # reward and success from geometry: on the true positions and grasp flag (a clean
         # function to learn), and on the imagined ones as imagine() feeds them (what it meets)
         reward, bce["success"] = 0.0, 0.0
         for geo in ((true_tool[:, 1:], true_pos[:, :, 0], batch["grasp"]),
-                    (tool.detach(), moved[:, :, 0].detach(), torch.sigmoid(heads["grasp"]).detach())):
+                    (tool.detach(), moved[:, :, 0].detach(), grasp_p)):
             r, s_logit = m.outcomes(*geo[:2], goal, geo[2], temb)
             reward = reward + (((r - batch["reward"]) / m.spec.reward_scale) ** 2 * w).sum() / wsum
             bce["success"] = bce["success"] + (F.binary_cross_entropy_with_logits(
