@@ -46,6 +46,8 @@ class EvalResult:
     collision_rate: float
     mean_episode_steps: float
     videos: list[str]
+    collisions_per_episode: float = 0.0
+    """Mean number of steps with a collision per episode (collision_rate counts episodes)."""
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
@@ -66,18 +68,18 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
 
 
 def run_episode(env, policy, seed: int, record: bool = False):
-    """One episode. Returns (success, collided, steps, frames)."""
+    """One episode. Returns (success, collision steps, steps, frames)."""
     obs, info = env.reset(seed=seed)
     policy.reset(env)
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
-    success = collided = False
-    steps = 0
+    success = False
+    steps = collided = 0
     done = False
     while not done:
         for a in policy.act(obs):
             obs, _, terminated, truncated, info = env.step(a)
             steps += 1
-            collided |= bool(info["collision"])
+            collided += bool(info["collision"])
             success |= bool(info["is_success"])
             if record:
                 frames.append(env.unwrapped.physics.render("front", 240, 320))
@@ -98,7 +100,7 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
         raise ValueError(f"episodes = {cfg.episodes}: expected at least 1")
     env = sims.make(cfg.task, sim=cfg.sim, **overrides)
     policy = make_policy(cfg.policy, seed=cfg.seed)
-    wins = hits = 0
+    wins = hits = contacts = 0
     lengths, videos = [], []
     bar = tqdm(range(cfg.episodes), desc=f"{cfg.task}/{cfg.policy}/{cfg.sim}",
                disable=not cfg.progress, leave=False)
@@ -106,7 +108,8 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
         record = cfg.video is not None and k < cfg.video_episodes
         ok, hit, steps, frames = run_episode(env, policy, cfg.seed + k, record)
         wins += ok
-        hits += hit
+        hits += hit > 0
+        contacts += hit
         lengths.append(steps)
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{cfg.policy}_seed{cfg.seed + k}.mp4"
@@ -118,7 +121,7 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
     return EvalResult(cfg.task, cfg.policy, cfg.sim, cfg.episodes,
                       [cfg.seed, cfg.seed + cfg.episodes - 1], wins / cfg.episodes,
                       [round(lo, 4), round(hi, 4)], hits / cfg.episodes,
-                      float(np.mean(lengths)), videos)
+                      float(np.mean(lengths)), videos, contacts / cfg.episodes)
 
 
 def as_dict(result: EvalResult) -> dict:

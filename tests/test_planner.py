@@ -139,3 +139,12 @@ def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
         make_policy("mpc:default,sample=64")
     with pytest.raises(ValueError, match="is not a int"):
         make_policy("mpc:default,samples=many")
+
+
+def test_mpc_reaches_the_goal_in_closed_loop():
+    """The shipped model and planner succeed on reach in MuJoCo (seeded, so reproducible)."""
+    from robotworld.evaluation import EvalConfig, evaluate
+
+    res = evaluate(EvalConfig(task="reach", policy="mpc:default,samples=256,horizon=8,iterations=4",
+                              episodes=4, seed=0))
+    assert res.success_rate >= 0.75, res
