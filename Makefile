@@ -39,7 +39,7 @@ bench: install
 	$(BIN)/robotworld bench env --task pick_place
 
 # Reproduces the shipped world model (robotworld/checkpoints/world_model.pt): 800 noisy-expert
-# episodes per task (seed 0), then 20,000 steps of the small preset (about 20 min on 2 cores).
+# episodes per task (seed 0), then 20,000 steps of the small preset (about 35 min on 2 cores).
 WM_TASKS := reach push lift pick_place pick_place_clutter
 world-model: install
 	for t in $(WM_TASKS); do $(BIN)/robotworld collect --task $$t --policy noisy-expert --episodes 800 \
