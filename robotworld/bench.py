@@ -502,10 +502,10 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
     """Seconds per plan of pytorch_mppi's MPPI over the same world model and cost terms.
 
     Its state is the latent with the summed actions beside it, its dynamics the model's latent
-    step, and its running cost the same outcomes our cost reads (reward and success from the
-    imagined geometry, collision with the tool path, discounted alike), with the Q ensemble
-    after the horizon as its terminal cost; one plan is ``iterations`` refinements of one
-    command.
+    step, and its running cost the outcomes ``imagine`` composes (``WorldModel.compose``: reward
+    and success from the imagined geometry, collision with the tool path), discounted as ours,
+    with the Q ensemble after the horizon as its terminal cost; one plan is ``iterations``
+    refinements of one command.
     """
     import torch
     try:
@@ -518,8 +518,10 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
     tk = temb.expand(samples, -1)
     A, L = env.action_space.shape[0], model.cfg.latent_dim
     z_start = cost.z.expand(samples, -1)
-    first = model.read(cost.z, temb)  # decoded at the start: the first object's displacement is from here
-    obj_start, tool_start, goal = cost.anchor[:, 0], cost.tool, cost.goal
+    first = {k: v.expand(samples, *v.shape[1:]) for k, v in model.read(cost.z, temb).items()}  # at the start
+    N = model.spec.max_objects
+    anchor = cost.anchor.reshape(-1, N, 3).expand(samples, N, 3)
+    tool, goal = cost.tool.expand(samples, 3), cost.goal.expand(samples, 3)
 
     # its state is the latent with the summed actions beside it (the tool path reads both)
     def dynamics(x, u):
@@ -527,14 +529,9 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
 
     def running_cost(x, u, t):
         z, n = x[:, None, :L], len(x)
-        heads = model.read(z, tk[:n])
-        # one step: tool_path's running sum over a single step is the state's summed actions
-        tool = model.tool_path(z_start[:n], z, x[:, None, L:], tool_start.expand(n, 3))
-        moved = torch.sigmoid(model.moved_logits(z_start[:n], z)[..., :1])
-        obj = obj_start + moved * (heads["object_pos"][:, :, 0] - first["object_pos"][:, 0])
-        grasp = model.grasp_prob(heads["grasp"], tool, obj)
-        reward, success = model.outcomes(tool, obj, goal.expand(n, 1, 3), grasp, tk[:n])
-        collision = torch.sigmoid(heads["collision"] + model.contact_logit(tool))
+        *_, collision, reward, success = model.compose(
+            z_start[:n], z, model.read(z, tk[:n]), {k: v[:n] for k, v in first.items()}, x[:, None, L:],
+            anchor[:n], tool[:n], goal[:n], tk[:n])
         gain = w.reward * reward + w.success * torch.sigmoid(success)
         return (w.gamma ** t * -gain + w.collision * collision)[:, 0]
 

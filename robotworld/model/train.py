@@ -142,7 +142,7 @@ class Objective(nn.Module):
         # the tool path from the observed start (smooth L1 in 2 mm units: millimetres decide a
         # table contact), and the collision logit that reads the imagined tool position
         true_tool = obs[:, :, TOOL]
-        tool = m.tool_path(enc[:, 0], roll, act, true_tool[:, 0])
+        tool = m.tool_path(enc[:, 0], roll, act.cumsum(1), true_tool[:, 0])
         tool_loss = (F.smooth_l1_loss(tool / 0.002, true_tool[:, 1:] / 0.002, reduction="none").sum(-1) * w).sum() / wsum
         heads["collision"] = heads["collision"] + m.contact_logit(tool.detach())
         # collisions are rare per step (well under 1%): up-weight the positives
@@ -171,12 +171,11 @@ class Objective(nn.Module):
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
                      + 4 * pos_err(moved, true_pos) + tool_abs) * w).sum() / wsum + gate
         # grasp: the head gated by the tool-object offset, on the true and the imagined offsets
-        bce["grasp"] = 0.0
-        for t_, o_ in ((true_tool[:, 1:], true_pos[:, :, 0]), (tool.detach(), moved[:, :, 0].detach())):
-            logp = F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(t_, o_))
-            log1mp = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
-            bce["grasp"] = bce["grasp"] - ((batch["grasp"] * logp + (1 - batch["grasp"]) * log1mp) * w).sum() / wsum
-        grasp_p = logp.exp().detach()  # the imagined-geometry one, as imagine() gives it
+        log_grasp = [F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(t_, o_))
+                     for t_, o_ in ((true_tool[:, 1:], true_pos[:, :, 0]), (tool.detach(), moved[:, :, 0].detach()))]
+        bce["grasp"] = sum(-((batch["grasp"] * lp + (1 - batch["grasp"]) * torch.log1p(-lp.exp().clamp(max=1 - 1e-6)))
+                             * w).sum() / wsum for lp in log_grasp)
+        grasp_p = log_grasp[1].exp().detach()  # on the imagined geometry, as imagine() gives it
         # reward and success from geometry: on the true positions and grasp flag (a clean
         # function to learn), and on the imagined ones as imagine() feeds them (what it meets)
         reward, bce["success"] = 0.0, 0.0

@@ -260,12 +260,36 @@ class WorldModel(nn.Module):
         return {"grasp": out[..., 0], "collision": out[..., 1], "object_pos": pos, "tool_pos": tool,
                 "goal": goal}
 
-    def tool_path(self, z0: torch.Tensor, z: torch.Tensor, actions: torch.Tensor,
+    def tool_path(self, z0: torch.Tensor, z: torch.Tensor, summed: torch.Tensor,
                   start: torch.Tensor) -> torch.Tensor:
         """Tool positions after each step: start plus the decoded displacement.
-        z0: (B, L), z: (B, H, L), actions: (B, H, A), start: (B, 3) -> (B, H, 3) metres"""
-        x = torch.cat((z0[:, None].expand_as(z), z, actions.cumsum(1)), -1)
+        z0: (B, L), z: (B, H, L), summed: (B, H, A) actions summed up to each step,
+        start: (B, 3) -> (B, H, 3) metres"""
+        x = torch.cat((z0[:, None].expand_as(z), z, summed), -1)
         return start[:, None] + 0.1 * self.tool(x)
+
+    def compose(self, z0: torch.Tensor, z: torch.Tensor, heads: dict[str, torch.Tensor],
+                first: dict[str, torch.Tensor], summed: torch.Tensor, anchor: torch.Tensor,
+                tool: torch.Tensor, goal: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``imagine`` reports after each step, from the start latent z0 (B, L), the latents
+        z (B, H, L) with their head outputs ``heads``, the head outputs at z0 (``first``), the
+        summed actions (B, H, A), and the observed object positions anchor (B, N, 3), tool
+        position (B, 3) and goal (B, 3).
+
+        Object positions are the observed start plus the decoded displacement, so that a bias of
+        the decoder cancels, weighted by the probability that the object moved at all, so that
+        resting objects stay exactly where they were observed.
+
+        Returns object positions (B, H, N, 3), tool positions (B, H, 3), and grasp and collision
+        probabilities, reward and success logits, each (B, H).
+        """
+        moved = torch.sigmoid(self.moved_logits(z0, z))[..., None]
+        pos = anchor[:, None] + moved * (heads["object_pos"] - first["object_pos"][:, None])
+        tool = self.tool_path(z0, z, summed, tool)
+        grasp = self.grasp_prob(heads["grasp"], tool, pos[:, :, 0])
+        collision = torch.sigmoid(heads["collision"] + self.contact_logit(tool))
+        reward, success = self.outcomes(tool, pos[:, :, 0], goal[:, None].expand_as(tool), grasp, temb)
+        return pos, tool, grasp, collision, reward, success
 
     def outcomes(self, tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor, grasp: torch.Tensor,
                  temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,25 +391,19 @@ class WorldModel(nn.Module):
             zs.append(z)
         latents = torch.stack(zs, 1)
         heads = self.read(latents, temb)
-        pos = heads["object_pos"]  # (B, H+1, N, 3) decoded from each latent
-        if anchor is None and context is None:
-            anchor = self.last_anchor
-        # Positions are reported as the observed start plus the decoded displacement, so that a
-        # bias of the decoder cancels.
-        # The displacement is weighted by the probability that the object moved at all, so that
-        # resting objects stay exactly where they were observed.
-        start = pos[:, :1] if anchor is None else anchor.reshape(-1, 1, *pos.shape[2:]).expand(B, 1, -1, -1)
-        moved = torch.sigmoid(self.moved_logits(latents[:, 0], latents[:, 1:]))[..., None]
-        pos = start + moved * (pos[:, 1:] - pos[:, :1])
+        first = {k: v[:, 0] for k, v in heads.items()}
         remembered = context is None and self.last_tool is not None
+        if anchor is None:
+            anchor = self.last_anchor if remembered else first["object_pos"]
         if tool is None:
-            tool = self.last_tool if remembered else heads["tool_pos"][:, 0]
+            tool = self.last_tool if remembered else first["tool_pos"]
         if goal is None:
-            goal = self.last_goal if remembered else heads["goal"][:, 0]
-        tool = self.tool_path(latents[:, 0], latents[:, 1:], actions, tool.reshape(-1, 3).expand(B, 3))
-        collision = torch.sigmoid(heads["collision"][:, 1:] + self.contact_logit(tool))
-        grasp = self.grasp_prob(heads["grasp"][:, 1:], tool, pos[:, :, 0])
-        reward, success = self.outcomes(tool, pos[:, :, 0], goal.reshape(-1, 1, 3).expand(B, H, 3), grasp, temb)
+            goal = self.last_goal if remembered else first["goal"]
+        N = self.spec.max_objects
+        pos, tool, grasp, collision, reward, success = self.compose(
+            latents[:, 0], latents[:, 1:], {k: v[:, 1:] for k, v in heads.items()}, first, actions.cumsum(1),
+            anchor.reshape(-1, N, 3).expand(B, N, 3), tool.reshape(-1, 3).expand(B, 3),
+            goal.reshape(-1, 3).expand(B, 3), temb)
         return Imagined(latents, reward, torch.sigmoid(success), grasp, collision, pos, tool)
 
 
