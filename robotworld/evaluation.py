@@ -73,20 +73,20 @@ def run_episode(env, policy, seed: int, record: bool = False):
     policy.reset(env)
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
     success = False
-    steps = collided = 0
+    steps = collisions = 0
     done = False
     while not done:
         for a in policy.act(obs):
             obs, _, terminated, truncated, info = env.step(a)
             steps += 1
-            collided += bool(info["collision"])
+            collisions += bool(info["collision"])
             success |= bool(info["is_success"])
             if record:
                 frames.append(env.unwrapped.physics.render("front", 240, 320))
             done = terminated or truncated
             if done:
                 break
-    return success, collided, steps, frames
+    return success, collisions, steps, frames
 
 
 def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
@@ -106,10 +106,10 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
-        ok, hit, steps, frames = run_episode(env, policy, cfg.seed + k, record)
+        ok, n_hits, steps, frames = run_episode(env, policy, cfg.seed + k, record)
         wins += ok
-        hits += hit > 0
-        contacts += hit
+        hits += n_hits > 0
+        contacts += n_hits
         lengths.append(steps)
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{cfg.policy}_seed{cfg.seed + k}.mp4"
