@@ -16,16 +16,17 @@ class Policy(Protocol):
 
 
 class ExpertPolicy:
-    """The task's scripted expert (privileged state), optionally with action noise."""
+    """The task's scripted expert (privileged state), optionally with action noise and gripper
+    fumbles (see sims.experts)."""
 
-    def __init__(self, noise: float = 0.0, seed: int | None = None) -> None:
-        self.noise, self.seed, self._expert = noise, seed, None
+    def __init__(self, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> None:
+        self.noise, self.seed, self.fumble, self._expert = noise, seed, fumble, None
 
     def reset(self, env) -> None:
         from sims.experts import make_expert
 
         if self._expert is None or self._expert.env is not env:
-            self._expert = make_expert(env, self.noise, self.seed)
+            self._expert = make_expert(env, self.noise, self.seed, self.fumble)
         self._expert.reset()
 
     def act(self, obs) -> np.ndarray:
@@ -63,6 +64,7 @@ class ZeroPolicy:
 REGISTRY: dict[str, Callable[..., Policy]] = {
     "expert": lambda seed=None: ExpertPolicy(0.0, seed),
     "noisy-expert": lambda seed=None: ExpertPolicy(0.3, seed),
+    "fumbling-expert": lambda seed=None: ExpertPolicy(0.3, seed, fumble=0.05),
     "random": lambda seed=None: RandomPolicy(seed),
     "zero": lambda seed=None: ZeroPolicy(),
     "mpc": lambda seed=None: _mpc(seed=seed),  # MPPI over the shipped world model (torch)

@@ -2,7 +2,11 @@
 
 Each expert is a small state machine over the true world state (object poses, contacts). With
 ``noise > 0`` it adds Gaussian noise to its motion commands, which yields the failed grasps,
-near-misses and collisions a world model needs to see as well as successes.
+near-misses and collisions a world model needs to see as well as successes. With
+``fumble > 0`` it also inverts its gripper command for spells of 3-10 steps (``fumble`` is the
+chance per step that one starts): a gripper that closes in the air above the object, or
+arrives closed, and grasps nothing. A planner searching the model tries exactly that, so the
+model has to have seen it fail.
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ def quat_yaw(q: np.ndarray) -> float:
 class Expert:
     """Base: turns a tool target into an action; subclasses choose the target."""
 
-    def __init__(self, env, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> None:
         self.env = env
         self.noise = noise
+        self.fumble = fumble
         self.rng = np.random.default_rng(seed)
         self.phase = "start"
         self.timer = 0
+        self.fumbling = 0
 
     def reset(self) -> None:
-        self.phase, self.timer = "start", 0
+        self.phase, self.timer, self.fumbling = "start", 0, 0
 
     def _go(self, s: WorldState, target: np.ndarray, grip: float, yaw: float = 0.0,
             speed: float = 1.0) -> np.ndarray:
@@ -49,6 +55,12 @@ class Expert:
         a[4] = grip
         if self.noise > 0:
             a[:4] += self.rng.normal(0.0, self.noise, 4)
+        if self.fumble > 0:  # a spell of 3-10 steps with the gripper command inverted
+            if self.fumbling == 0 and self.rng.random() < self.fumble:
+                self.fumbling = int(self.rng.integers(3, 11))
+            if self.fumbling > 0:
+                self.fumbling -= 1
+                a[4] = -grip
         return np.clip(a, -1.0, 1.0).astype(np.float32)
 
     def act(self, obs=None) -> np.ndarray:
@@ -75,8 +87,9 @@ def grasp_yaw(s: WorldState, ep) -> float:
 class PickExpert(Expert):
     """Lift, and pick-and-place (with a cruise height above clutter)."""
 
-    def __init__(self, env, noise: float = 0.0, seed: int | None = None, place: bool = True):
-        super().__init__(env, noise, seed)
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None, place: bool = True,
+                 fumble: float = 0.0):
+        super().__init__(env, noise, seed, fumble)
         self.place = place
 
     def cruise(self, ep) -> float:
@@ -177,11 +190,11 @@ class PushExpert(Expert):
         return self._go(s, np.array([*behind, low]), CLOSE, yaw)
 
 
-def make_expert(env, noise: float = 0.0, seed: int | None = None) -> Expert:
+def make_expert(env, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> Expert:
     """The scripted expert for env's task."""
     task = env.unwrapped.cfg.task
     if task == "reach":
-        return ReachExpert(env, noise, seed)
+        return ReachExpert(env, noise, seed, fumble)
     if task == "push":
-        return PushExpert(env, noise, seed)
-    return PickExpert(env, noise, seed, place=task != "lift")
+        return PushExpert(env, noise, seed, fumble)
+    return PickExpert(env, noise, seed, place=task != "lift", fumble=fumble)

@@ -20,3 +20,24 @@ def test_expert_reproducible():
     b = evaluate(EvalConfig(task="lift", episodes=3, progress=False))
     assert a == b
     assert sims.TASK_NAMES
+
+
+def test_fumbling_expert_inverts_its_gripper_in_seeded_spells():
+    from policies import make_policy
+
+    def gripper_commands(policy_name: str) -> list[float]:
+        env = sims.make("lift")
+        pol = make_policy(policy_name, seed=7)
+        obs, _ = env.reset(seed=7)
+        pol.reset(env)
+        out = []
+        for _ in range(40):
+            a = pol.act(obs)[0]
+            out.append(float(a[4]))
+            obs, *_ = env.step(a)
+        return out
+
+    steady, fumbling = gripper_commands("noisy-expert"), gripper_commands("fumbling-expert")
+    assert steady[:10] == [1.0] * 10  # the expert approaches with the gripper open
+    assert -1.0 in fumbling[:30]  # and the fumbling one closes it on the way, some of the time
+    assert fumbling == gripper_commands("fumbling-expert")

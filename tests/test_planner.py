@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,16 +109,20 @@ def test_lean_imagination_matches_imagine():
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (H, S, A)
     with torch.no_grad():
         full = wm.imagine(z, x.transpose(0, 1))
-        reward, success, collision, last = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
+        reward, success, collision, last, *_ = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
     torch.testing.assert_close(reward, full.reward.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
+    lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
+    torch.testing.assert_close(lean.grasp, full.grasp.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.tool_pos, full.tool_pos.transpose(0, 1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.object_pos, full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # one task embedding per sample gives the same
         per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1), wm.last_tool.expand(64, -1),
                                          wm.last_anchor.expand(64, -1, -1), wm.last_goal.expand(64, -1))
-    torch.testing.assert_close(per_sample[0], reward)
-    torch.testing.assert_close(per_sample[2], collision)
+    torch.testing.assert_close(per_sample.reward, reward)
+    torch.testing.assert_close(per_sample.collision, collision)
 
 
 def test_bench_planner_reports_latency_and_flops(capsys):
@@ -148,3 +153,25 @@ def test_mpc_reaches_the_goal_in_closed_loop():
     res = evaluate(EvalConfig(task="reach", policy="mpc:default,samples=256,horizon=8,iterations=4",
                               episodes=4, seed=0))
     assert res.success_rate >= 0.75, res
+
+
+def test_progress_cost_points_the_way_where_the_reward_is_flat():
+    """Far from the goal the imagined reward is flat; the distance still to go is not."""
+    import sims
+    from robotworld.model import load
+    from robotworld.planning import CostWeights, WorldModelCost
+
+    wm = load("default")
+    env = sims.make("reach")
+    obs, _ = env.reset(seed=5)
+    tool, goal = obs["proprio"][15:18], obs["goal"]
+    step = torch.as_tensor((goal - tool) / np.linalg.norm(goal - tool), dtype=torch.float32)
+    towards = torch.cat((step, torch.tensor([0.0, 1.0])))
+    away = torch.cat((-step, torch.tensor([0.0, 1.0])))
+    x = torch.stack((towards, away))[None].expand(3, 2, 5).contiguous()  # (H, S, A)
+    cost = WorldModelCost(wm, CostWeights(reward=0, success=0, value=0, collision=0, progress=1))
+    cost.observe(obs, "reach")
+    to_go = cost.to_go(wm.imagine_outcomes(cost.z, x, cost.context[0], cost.tool, cost.anchor, cost.goal))
+    assert (to_go[:, 0] < to_go[:, 1]).all(), to_go
+    c = cost(x)
+    assert c[0] < c[1] - 0.1, c

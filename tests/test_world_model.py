@@ -219,3 +219,24 @@ def test_shipped_model_imagines_rewards_and_grasps_where_physics_gives_them():
         z = wm.encode(obs, task="lift")
         close_in_air = wm.imagine(z, torch.tensor([[[0.0, 0.0, 0.0, 0.0, -1.0]] * 8]))
     assert float(close_in_air.grasp.max()) < 0.2, close_in_air.grasp
+
+
+def test_objects_stay_put_until_the_imagined_tool_comes_near():
+    """The touch gate: a plan that closes the gripper and rises far from the cube cannot
+    imagine the cube moving; once the tool has passed near an object the gate stays open."""
+    from robotworld.model.world_model import touched
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=3)
+    start = torch.as_tensor(obs["objects"][:3])
+    with torch.no_grad():
+        z = wm.encode(obs, task="lift")
+        up_and_close = torch.tensor([[[0.0, 0.0, 1.0, 0.0, -1.0]] * 12])
+        out = wm.imagine(z, up_and_close)
+    assert float((out.object_pos[0, :, 0] - start).abs().max()) < 1e-3, out.object_pos[0, :, 0]
+    assert float(out.success.max()) < 0.05, out.success
+    far, near = torch.tensor([0.3, 0.0, 0.3]), torch.tensor([0.51, 0.0, 0.02])
+    gate = touched(torch.stack([far, near, far])[None], torch.tensor([[[0.5, 0.0, 0.02]]]), 1)
+    assert gate.shape == (1, 3, 1)
+    np.testing.assert_allclose(gate[0, :, 0].numpy(), [0.0, 1.0, 1.0], atol=1e-6)

@@ -36,8 +36,9 @@ class CollectConfig:
     task: str = "pick_place"
     """Task to collect (reach, push, lift, pick_place, pick_place_clutter)."""
     policy: str = "noisy-expert"
-    """Behaviour policy: expert, noisy-expert, random, zero, mpc, or a world-model checkpoint
-    (PATH.pt or mpc:PATH) that the MPC planner acts with."""
+    """Behaviour policy: expert, noisy-expert, fumbling-expert (noisy, and its gripper command
+    inverted in short spells), random, zero, mpc, or a world-model checkpoint (PATH.pt or
+    mpc:PATH) that the MPC planner acts with."""
     episodes: int = 100
     """Episodes the dataset should hold when the run ends (indices 0 .. episodes-1)."""
     workers: int = 1

@@ -15,6 +15,7 @@ from typing import Any
 _NAMES = {
     "CheckpointError": "robotworld.model.checkpoint", "load": "robotworld.model.checkpoint",
     "save": "robotworld.model.checkpoint", "Imagined": "robotworld.model.world_model",
+    "Outcomes": "robotworld.model.world_model",
     "ModelConfig": "robotworld.model.world_model", "ModelSpec": "robotworld.model.world_model",
     "WorldModel": "robotworld.model.world_model", "model_config": "robotworld.model.world_model",
 }

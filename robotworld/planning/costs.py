@@ -20,6 +20,11 @@ class CostWeights:
     """Weight of the Q ensemble's value after the horizon (a gain)."""
     collision: float = 5.0
     """Weight of the summed collision probability (a cost); 0 turns collision avoidance off."""
+    progress: float = 1.0
+    """Weight of the imagined distance still to go, in metres, summed over the horizon (a cost):
+    tool to goal on reach; on the object tasks, tool to object (while not grasped) plus object
+    to goal. The reward saturates about 30 cm from its target (1 - tanh(10 d)); this term still
+    points the way from there."""
     gamma: float = 0.95
     """Discount over the horizon."""
 
@@ -30,10 +35,12 @@ class WorldModelCost:
     def __init__(self, model: Any, weights: CostWeights | None = None) -> None:
         self.model, self.w = model, weights or CostWeights()
         self.z = self.context = self.anchor = self.tool = self.goal = None
+        self.task = ""
 
     def observe(self, obs: dict, task: str) -> None:
         """Encode the observation the next plan starts from."""
         self.z = self.model.encode(obs, task=task)
+        self.task = task
         self.context, self.anchor = self.model.last_context, self.model.last_anchor
         self.tool, self.goal = self.model.last_tool, self.model.last_goal
 
@@ -46,9 +53,19 @@ class WorldModelCost:
         if A != m.spec.action_dim:
             raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
         temb = self.context[0]
-        reward, success, collision, last = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal)
+        out = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
-        gain = w.reward * (reward * disc).sum(0) + w.success * (success * disc).sum(0)
+        gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
         if w.value:
-            gain = gain + w.value * w.gamma ** H * m.q_values(last, x[-1], temb.expand(S, -1)).mean(0)
-        return -gain + w.collision * collision.sum(0)
+            gain = gain + w.value * w.gamma ** H * m.q_values(out.last, x[-1], temb.expand(S, -1)).mean(0)
+        cost = w.collision * out.collision.sum(0) - gain
+        if w.progress:
+            cost = cost + w.progress * self.to_go(out).sum(0)
+        return cost
+
+    def to_go(self, out: Any) -> torch.Tensor:
+        """Imagined distance still to go after each step, in metres. (H, S)"""
+        if self.task == "reach":
+            return (out.tool_pos - out.goal).norm(dim=-1)
+        approach = (out.tool_pos - out.object_pos).norm(dim=-1) * (1 - out.grasp)
+        return approach + (out.object_pos - out.goal).norm(dim=-1)
