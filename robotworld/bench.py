@@ -495,6 +495,21 @@ class PlannerBenchConfig:
     vs: str = ""
     """Also time a peer planner on the same model, samples, horizon and iterations:
     pytorch_mppi (pip install pytorch-mppi, in robotworld's dev extra)."""
+    settings: str = "1024x16x6,512x16x6,256x8x4"
+    """Comma-separated SAMPLESxHORIZONxITERATIONS to time; the first is the headline
+    (plan_ms_p50 / p95, flops_fraction and the peer comparison)."""
+
+
+def parse_settings(text: str) -> list[tuple[int, int, int]]:
+    """'1024x16x6,256x8x4' -> [(1024, 16, 6), (256, 8, 4)]; a clear error otherwise."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"settings: '{item}' is not SAMPLESxHORIZONxITERATIONS with positive integers "
+                             "(e.g. 1024x16x6)")
+        out.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    return out
 
 
 def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 1024,
@@ -568,7 +583,8 @@ def _linear_macs(module) -> int:
 
 
 def bench_planner(cfg: PlannerBenchConfig) -> dict:
-    """plan_ms p50 / p95 at 1024x16x6, 512x16x6 and 256x8x4, and flops_fraction."""
+    """plan_ms p50 / p95 at each setting (by default 1024x16x6, 512x16x6 and 256x8x4), and
+    flops_fraction at the first."""
     import torch
 
     import sims
@@ -576,6 +592,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     from robotworld.model.train import pick_device
     from robotworld.planning import Planner, PlannerConfig, WorldModelCost
 
+    settings = parse_settings(cfg.settings)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -597,7 +614,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
             + _linear_macs(model.contact) + _linear_macs(model.hold) + _linear_macs(model.outcome))
     out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
                  "macs_per_transition": macs}
-    for S, H, it in ((1024, 16, 6), (512, 16, 6), (256, 8, 4)):
+    for S, H, it in settings:
         p = Planner(cost, env.action_space.low, env.action_space.high,
                     PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S),
                                   compile=cfg.compile), device)
@@ -612,11 +629,12 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
         tag = f"{S}x{H}x{it}"
         out[f"plan_ms_p50_{tag}"] = round(float(np.median(times)) * 1e3, 2)
         out[f"plan_ms_p95_{tag}"] = round(float(np.percentile(times, 95)) * 1e3, 2)
-        if tag == "1024x16x6":
+        if (S, H, it) == settings[0]:
             out["plan_ms_p50"], out["plan_ms_p95"] = out[f"plan_ms_p50_{tag}"], out[f"plan_ms_p95_{tag}"]
             planner_flops = 2 * macs * S * H * it / float(np.median(times))
-    # the same machine's bare matmul rate, in the same run
-    a = torch.randn(S * 16, model.cfg.hidden_dim, device=device)
+    # the same machine's bare matmul rate, in the same run: (4096, hidden) x (hidden, hidden)
+    S, H, it = settings[0]
+    a = torch.randn(4096, model.cfg.hidden_dim, device=device)
     w = torch.randn(model.cfg.hidden_dim, model.cfg.hidden_dim, device=device)
     for _ in range(3):
         a @ w
@@ -627,7 +645,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     sync()
     matmul_flops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * n / (time.perf_counter() - t0)
     if cfg.vs == "pytorch_mppi":
-        peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans)
+        peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans, S, H, it)
         out["pytorch_mppi_plan_ms_p50"] = round(float(np.median(peer)) * 1e3, 2)
         out["pytorch_mppi_plan_ms_p95"] = round(float(np.percentile(peer, 95)) * 1e3, 2)
         out["ratio_vs_pytorch_mppi"] = round(float(np.median(peer)) / (out["plan_ms_p50"] / 1e3), 3)

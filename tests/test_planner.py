@@ -131,6 +131,10 @@ def test_bench_planner_reports_latency_and_flops(capsys):
     out = bench_planner(PlannerBenchConfig(task="reach", plans=1))
     for k in ("plan_ms_p50", "plan_ms_p95", "plan_ms_p95_512x16x6", "plan_ms_p95_256x8x4", "flops_fraction"):
         assert out[k] > 0
+    small = bench_planner(PlannerBenchConfig(task="reach", plans=1, settings="64x4x2"))
+    assert small["plan_ms_p95"] == small["plan_ms_p95_64x4x2"] > 0
+    with pytest.raises(ValueError, match="SAMPLESxHORIZONxITERATIONS"):
+        bench_planner(PlannerBenchConfig(task="reach", plans=1, settings="1024x16"))
 
 
 def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
