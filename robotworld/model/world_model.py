@@ -417,11 +417,7 @@ class WorldModel(nn.Module):
         B, H, _ = actions.shape
         z = z.expand(B, -1) if z.shape[0] == 1 else z
         temb = temb.expand(B, -1) if temb.shape[0] == 1 else temb
-        zs = [z]
-        for t in range(H):
-            z = self.next(z, actions[:, t], temb)
-            zs.append(z)
-        latents = torch.stack(zs, 1)
+        latents = torch.cat((z[:, None], self.rollout(z, actions.transpose(0, 1), temb).transpose(0, 1)), 1)
         heads = self.read(latents, temb)
         first = {k: v[:, 0] for k, v in heads.items()}
         remembered = context is None and self.last_tool is not None
@@ -440,17 +436,50 @@ class WorldModel(nn.Module):
 
 
     @torch.no_grad()
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Latents after each step, ``next`` applied H times, computed as the plan needs it.
+
+        The first layer of the dynamics is split by input: the actions' share is one matrix
+        product for the whole horizon and the task's share a constant, so each step is one
+        addmm from the latent (no concatenation). Same numbers as ``next`` (tests check it).
+
+        Args:
+            z: (1 or B, L) start latent(s).
+            actions: (H, B, A) time-major.
+            temb: (1 or B, T) task embedding.
+        Returns:
+            (H, B, L) latents z_1 .. z_H.
+        """
+        L, A = self.cfg.latent_dim, self.spec.action_dim
+        H, B, _ = actions.shape
+        lin1, ln1, _, lin2, ln2, _, lin3 = self.dynamics  # Linear, LayerNorm, SiLU, ..., Linear
+        w = lin1.weight
+        task_drive = temb @ w[:, L + A:].T + lin1.bias  # (1 or B, Hd); rows below are t * B + b
+        task_drive = task_drive if task_drive.shape[0] == 1 else task_drive.repeat(H, 1)
+        drive = torch.addmm(task_drive, actions.reshape(H * B, A), w[:, L:L + A].T).view(H, B, -1)
+        w_z = w[:, :L].T
+        z = z.expand(B, -1)
+        inplace = not torch.is_grad_enabled()  # in-place activations only where nothing is differentiated
+        zs = []
+        norm1, norm2 = (ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps), \
+            (ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
+        for t in range(H):  # functional calls: this loop is the plan
+            h = F.silu(F.layer_norm(torch.addmm(drive[t], z, w_z), *norm1), inplace=inplace)
+            h = F.silu(F.layer_norm(F.linear(h, lin2.weight, lin2.bias), *norm2), inplace=inplace)
+            z = simnorm(F.linear(h, lin3.weight, lin3.bias), self.cfg.simnorm_group)
+            zs.append(z)
+        return torch.stack(zs)
+
     def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                          tool: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
                          goal: torch.Tensor | None = None
                          ) -> Outcomes:
         """The planner's lean path through ``imagine``: only what a cost reads.
 
-        Same numbers as ``imagine`` (reward, success and collision; tests check it), computed
-        time-major and without concatenations: the first layer of the dynamics is split by
-        input, the actions' share of it is one matrix product for the whole horizon, and the
-        task's share a constant, so each step is one addmm from the latent. Only the first
-        object's position is imagined (the rewards read no other).
+        Same numbers as ``imagine`` (tests check it), computed time-major (``rollout``) and
+        with the first layers of the heads, the moved gate and the tool path split by input as
+        the dynamics' is. Only the first object's position is imagined (the rewards read no
+        other).
 
         Args:
             z: (1 or S, L) start latent(s).
@@ -465,22 +494,9 @@ class WorldModel(nn.Module):
         """
         L, A = self.cfg.latent_dim, self.spec.action_dim
         H, S, _ = actions.shape
-        lin1, ln1, _, lin2, ln2, _, lin3 = self.dynamics  # Linear, LayerNorm, SiLU, ..., Linear
-        w = lin1.weight
-        task_drive = temb @ w[:, L + A:].T + lin1.bias  # (1 or S, Hd); rows below are t * S + s
-        task_drive = task_drive if task_drive.shape[0] == 1 else task_drive.repeat(H, 1)
-        drive = torch.addmm(task_drive, actions.reshape(H * S, A),
-                            w[:, L:L + A].T).view(H, S, -1)  # (H, S, Hd)
-        w_z = w[:, :L].T
         z0_in = z
-        z = z.expand(S, -1)
-        zs = torch.empty(H, S, L, device=z.device, dtype=z.dtype)
-        norm1, norm2 = (ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps), \
-            (ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
-        for t in range(H):  # functional calls and in-place activations: this loop is the plan
-            h = F.silu(F.layer_norm(torch.addmm(drive[t], z, w_z), *norm1), inplace=True)
-            h = F.silu(F.layer_norm(F.linear(h, lin2.weight, lin2.bias), *norm2), inplace=True)
-            z = zs[t] = simnorm(F.linear(h, lin3.weight, lin3.bias), self.cfg.simnorm_group)
+        zs = self.rollout(z, actions, temb)
+        z = zs[-1]
         hl1, hln, hact, hout = self.heads
         hw = hl1.weight
         task_head = temb @ hw[:, L:].T + hl1.bias
