@@ -39,12 +39,27 @@ bench: install
 	$(BIN)/robotworld bench env --task pick_place
 
 # Reproduces the shipped world model (robotworld/checkpoints/world_model.pt): 800 noisy-expert
-# episodes per task (seed 0), then 20,000 steps of the small preset (about 35 min on 2 cores).
+# episodes per task (seed 0); 400 random-action episodes on reach and lift (seed 100000), so
+# that the model has seen the tool wander where a planner's samples take it; 800 lift and 400
+# pick_place episodes of the fumbling expert (seed 200000: its gripper closes in the air or
+# arrives closed, and grasps nothing); then 20,000 steps of the small preset (about 40 min
+# on 2 cores).
 WM_TASKS := reach push lift pick_place pick_place_clutter
+WM_DATA := $(foreach t,$(WM_TASKS),data/wm/$(t)) data/wm/reach_random data/wm/lift_random \
+  data/wm/lift_fumble data/wm/pick_place_fumble
+comma := ,
+empty :=
+space := $(empty) $(empty)
 world-model: install
 	for t in $(WM_TASKS); do $(BIN)/robotworld collect --task $$t --policy noisy-expert --episodes 800 \
 	  --workers 2 --seed 0 --out data/wm/$$t; done
-	$(BIN)/robotworld train world-model --data $$(echo $(WM_TASKS) | sed 's#\([a-z_]*\)#data/wm/\1#g; s/ /,/g') \
+	for t in reach lift; do $(BIN)/robotworld collect --task $$t --policy random --episodes 400 \
+	  --workers 2 --seed 100000 --out data/wm/$${t}_random; done
+	$(BIN)/robotworld collect --task lift --policy fumbling-expert --episodes 800 --workers 2 --seed 200000 \
+	  --out data/wm/lift_fumble
+	$(BIN)/robotworld collect --task pick_place --policy fumbling-expert --episodes 400 --workers 2 \
+	  --seed 200000 --out data/wm/pick_place_fumble
+	$(BIN)/robotworld train world-model --data $(subst $(space),$(comma),$(strip $(WM_DATA))) \
 	  --out runs/wm_default --steps 20000 --eval-every 2000 --threads 2 --seed 0
 	$(BIN)/python -c "from robotworld.model.checkpoint import export_shipped; export_shipped('runs/wm_default/checkpoint.pt')"
 
