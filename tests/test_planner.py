@@ -179,3 +179,25 @@ def test_progress_cost_points_the_way_where_the_reward_is_flat():
     assert (to_go[:, 0] < to_go[:, 1]).all(), to_go
     c = cost(x)
     assert c[0] < c[1] - 0.1, c
+
+
+def test_rollout_equals_stepping_next_and_is_differentiable():
+    import sims
+    from robotworld.model import load
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=2)
+    z0 = wm.encode(obs, task="lift").detach()
+    temb = wm.last_context[0].detach()
+    x = torch.rand(6, 3, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1  # (H, B, A)
+    with torch.no_grad():
+        zs = wm.rollout(z0, x, temb)
+        z, stepped = z0.expand(3, -1), []
+        for t in range(6):
+            z = wm.next(z, x[t], temb.expand(3, -1))
+            stepped.append(z)
+    torch.testing.assert_close(zs, torch.stack(stepped), atol=1e-6, rtol=1e-5)
+    x.requires_grad_(True)
+    wm.rollout(z0, x, temb).sum().backward()  # no in-place activation where gradients flow
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

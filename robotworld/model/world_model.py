@@ -435,7 +435,6 @@ class WorldModel(nn.Module):
         return Imagined(latents, reward, torch.sigmoid(success), grasp, collision, pos, tool)
 
 
-    @torch.no_grad()
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """Latents after each step, ``next`` applied H times, computed as the plan needs it.
 
@@ -470,6 +469,7 @@ class WorldModel(nn.Module):
             zs.append(z)
         return torch.stack(zs)
 
+    @torch.no_grad()
     def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                          tool: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
                          goal: torch.Tensor | None = None
