@@ -633,7 +633,6 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
             out["plan_ms_p50"], out["plan_ms_p95"] = out[f"plan_ms_p50_{tag}"], out[f"plan_ms_p95_{tag}"]
             planner_flops = 2 * macs * S * H * it / float(np.median(times))
     # the same machine's bare matmul rate, in the same run: (4096, hidden) x (hidden, hidden)
-    S, H, it = settings[0]
     a = torch.randn(4096, model.cfg.hidden_dim, device=device)
     w = torch.randn(model.cfg.hidden_dim, model.cfg.hidden_dim, device=device)
     for _ in range(3):
@@ -645,7 +644,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     sync()
     matmul_flops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * n / (time.perf_counter() - t0)
     if cfg.vs == "pytorch_mppi":
-        peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans, S, H, it)
+        peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans, *settings[0])  # the headline's shape
         out["pytorch_mppi_plan_ms_p50"] = round(float(np.median(peer)) * 1e3, 2)
         out["pytorch_mppi_plan_ms_p95"] = round(float(np.percentile(peer, 95)) * 1e3, 2)
         out["ratio_vs_pytorch_mppi"] = round(float(np.median(peer)) / (out["plan_ms_p50"] / 1e3), 3)
