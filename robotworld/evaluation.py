@@ -18,8 +18,8 @@ class EvalConfig:
     task: str = "pick_place"
     """Task name (see ``robotworld eval --help``)."""
     policy: str = "expert"
-    """Policy: expert, noisy-expert, fumbling-expert, random, zero, mpc (MPPI over the shipped world model), or a
-    world-model checkpoint PATH.pt / mpc:PATH to plan with."""
+    """Policy: expert, noisy-expert, fumbling-expert, random, zero, mpc (MPPI over the shipped
+    world model), or a world-model checkpoint PATH.pt / mpc:PATH to plan with."""
     episodes: int = 100
     """Number of episodes; episode k is reset with seed + k."""
     seed: int = 0

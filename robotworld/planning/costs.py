@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from robotworld.model.world_model import Outcomes
 
 
 @dataclass
@@ -63,7 +66,7 @@ class WorldModelCost:
             cost = cost + w.progress * self.to_go(out).sum(0)
         return cost
 
-    def to_go(self, out: Any) -> torch.Tensor:
+    def to_go(self, out: Outcomes) -> torch.Tensor:
         """Imagined distance still to go after each step, in metres. (H, S)"""
         if self.task == "reach":
             return (out.tool_pos - out.goal).norm(dim=-1)
