@@ -14,7 +14,7 @@ import pybullet as pb
 
 from sims import robot, scene
 from sims.config import TaskConfig
-from sims.physics import EpisodeSpec, WorldState
+from sims.physics import EpisodeSpec, WorldState, grasp_min_opening
 
 _URDF_PATH: str | None = None
 
@@ -65,6 +65,7 @@ class BulletPhysics:
         self.objects: list[int] = []
         self.obstacles: list[int] = []
         self.static = {self.table}
+        self._grasp_min = 0.0  # set per episode by reset
         self._img = None
 
     # ---- episode set-up -------------------------------------------------------------------
@@ -85,6 +86,7 @@ class BulletPhysics:
             self.obstacles.append(pb.createMultiBody(0, col, basePosition=list(ob.pos),
                                                      physicsClientId=c))
         self.static = {self.table, *self.obstacles}
+        self._grasp_min = grasp_min_opening(episode)
         self._command(np.concatenate((robot.HOME_Q, (robot.FINGER_MAX,) * 2)))
 
     def _make_object(self, shape: str, half: float, rgba, pos, yaw: float) -> int:
@@ -153,7 +155,8 @@ class BulletPhysics:
         if self.objects:
             touch = {pt[3] for pt in pb.getContactPoints(self.robot, self.objects[0],
                                                          physicsClientId=c)}
-            grasped = self.fingers[0] in touch and self.fingers[1] in touch
+            grasped = (self.fingers[0] in touch and self.fingers[1] in touch
+                       and q[7] + q[8] >= self._grasp_min)
         collision = any(pt[3] >= 0 for s in self.static
                         for pt in pb.getContactPoints(self.robot, s, physicsClientId=c))
         return WorldState(q=q[:7], dq=dq[:7], finger=float(q[7] + q[8]), tcp_pos=pos,

@@ -9,7 +9,7 @@ import numpy as np
 
 from sims import robot, scene
 from sims.config import TaskConfig
-from sims.physics import EpisodeSpec, WorldState
+from sims.physics import EpisodeSpec, WorldState, grasp_min_opening
 
 _MAX_SPEED2 = 1e3**2  # any joint faster than 1e3 (rad or m)/s means the simulation diverged
 
@@ -57,6 +57,7 @@ class MujocoPhysics:
         self._tcp_xpos, self._tcp_xmat = d.site_xpos[self._tcp], d.site_xmat[self._tcp].reshape(3, 3)
         self._hand_xquat = d.xquat[self._hand]
         self._sensor_left, self._sensor_right, self._sensor_hit = self._sensor_idx.tolist()
+        self._grasp_min = 0.0  # set per episode by reset
 
     # ---- episode set-up -------------------------------------------------------------------
     def reset(self, episode: EpisodeSpec) -> None:
@@ -84,6 +85,7 @@ class MujocoPhysics:
             d.qpos[a:a + 3] = obj.pos
             d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
         mujoco.mj_forward(m, d)
+        self._grasp_min = grasp_min_opening(episode)
 
     def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
         m, g = self.model, self._obj_geom[i]
@@ -133,11 +135,13 @@ class MujocoPhysics:
         qpos = self._qpos
         objs = qpos[self._obj_qpos_idx].reshape(self.nobj, 7)
         sd = self._sensordata
+        finger = float(qpos[7] + qpos[8])
         return WorldState(
-            q=qpos[:7].copy(), dq=self._qvel[:7].copy(), finger=float(qpos[7] + qpos[8]),
+            q=qpos[:7].copy(), dq=self._qvel[:7].copy(), finger=finger,
             tcp_pos=self._tcp_xpos.copy(), tcp_rot=self._tcp_xmat.copy(),
             tcp_quat=self._hand_xquat.copy(), obj_pos=objs[:, :3], obj_quat=objs[:, 3:],
-            grasped=bool(sd[self._sensor_left] and sd[self._sensor_right]),
+            grasped=bool(sd[self._sensor_left] and sd[self._sensor_right]
+                         and finger >= self._grasp_min),
             collision=bool(sd[self._sensor_hit]))
 
     def jacobian(self) -> np.ndarray:
