@@ -19,7 +19,7 @@ class EnvBenchConfig:
     steps: int = 3000
     """Control steps for the single-env and raw-physics figures."""
     num_envs: int = 16
-    """Copies for the batched figures (threads: one per core, each stepping a slice)."""
+    """Copies for the batched figures (process and threaded vector forms, one worker per core)."""
     render_steps: int = 300
     """Control steps for the figure with both 96x96 cameras on (0 skips it)."""
     seed: int = 0
@@ -78,10 +78,14 @@ def _raw_physics(cfg, segments) -> float:
     return total
 
 
-def _threaded(task: str, num_envs: int, steps: int, seed: int) -> float:
-    from sims.vector import ThreadedVectorEnv
+def _vector(form: str, task: str, num_envs: int, steps: int, seed: int) -> float:
+    """Control steps/s of one of the suite's vector forms ('process' or 'threaded').
 
-    venv = ThreadedVectorEnv(task, num_envs)
+    Start-up (worker processes, copies) is outside the timed loop, as is a warm-up.
+    """
+    from sims.vector import ProcessVectorEnv, ThreadedVectorEnv
+
+    venv = (ProcessVectorEnv if form == "process" else ThreadedVectorEnv)(task, num_envs)
     venv.reset(seed=seed)
     rng = np.random.default_rng(seed)
     acts = rng.uniform(-1, 1, (steps + 10, num_envs, venv.single_action_space.shape[0]))
@@ -182,13 +186,19 @@ def bench_env(cfg: EnvBenchConfig) -> dict:
         "raw_mj_step_per_s": round(cfg.steps * phys.substeps / t_raw, 1),
         "wrapper_overhead": round((t_env - t_raw) / t_raw, 4),
         "num_envs": n,
-        "batched_env_steps_per_s": round(_threaded(cfg.task, n, max(cfg.steps // n, 50),
-                                                   cfg.seed), 1),
+        "process_vector_env_steps_per_s": round(
+            _vector("process", cfg.task, n, max(cfg.steps // n, 50), cfg.seed), 1),
+        "threaded_vector_env_steps_per_s": round(
+            _vector("threaded", cfg.task, n, max(cfg.steps // n, 50), cfg.seed), 1),
         "async_vector_env_steps_per_s": round(_batched(cfg.task, cores, max(cfg.steps // cores, 100),
                                                        cfg.seed), 1),
         "mujoco_batch_physics_steps_per_s": round(
             _mujoco_batch(phys.model, 64, phys.substeps, 200, cfg.seed), 1),
     }
+    # the batched figure is the faster of the suite's two vector forms, named
+    form = max(("process", "threaded"), key=lambda f: out[f"{f}_vector_env_steps_per_s"])
+    out["batched_form"] = f"{form.capitalize()}VectorEnv"
+    out["batched_env_steps_per_s"] = out[f"{form}_vector_env_steps_per_s"]
     out["batched_speedup"] = round(out["batched_env_steps_per_s"] / out["env_steps_per_s"], 3)
     out["bare_physics_parallel_speedup"] = round(_parallel_ceiling(phys.model), 3)
     env.close()
@@ -338,7 +348,7 @@ def bench_data(cfg: DataBenchConfig) -> dict:
                 _collect_rate(str(root / f"rate_{tag}_{w}"), cfg.task, cfg.policy, n, w, cams, cfg.seed), 1)
         out[f"collect_{tag}_speedup_2w"] = round(out[f"collect_{tag}_2w_transitions_per_s"]
                                                  / out[f"collect_{tag}_1w_transitions_per_s"], 3)
-    out["batched_env_steps_per_s"] = round(_threaded(cfg.task, 16, 200, cfg.seed), 1)
+    out["batched_env_steps_per_s"] = round(_vector("process", cfg.task, 16, 200, cfg.seed), 1)
     out["collect_vs_batched_env"] = round(out["collect_state_2w_transitions_per_s"]
                                           / out["batched_env_steps_per_s"], 3)
     # memory over a long run: resident memory of the driver and its workers every 100 episodes

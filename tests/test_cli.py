@@ -63,7 +63,9 @@ def test_bench_env_json():
     out = run("bench", "env", "--task", "lift", "--steps", "200", "--render-steps", "20", "--json")
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    for key in ("env_steps_per_s", "batched_env_steps_per_s", "raw_physics_steps_per_s",
+    assert res["batched_form"] in ("ProcessVectorEnv", "ThreadedVectorEnv")
+    for key in ("env_steps_per_s", "batched_env_steps_per_s", "process_vector_env_steps_per_s",
+                "threaded_vector_env_steps_per_s", "raw_physics_steps_per_s",
                 "wrapper_overhead", "rendered_env_steps_per_s"):
         assert res[key] > 0 or key == "wrapper_overhead"
 

@@ -1,6 +1,7 @@
 """The batched forms step the same episodes as single envs."""
 
 import numpy as np
+import pytest
 
 import sims
 from sims.vector import ThreadedVectorEnv, make_vec
@@ -31,3 +32,36 @@ def test_async_vector_env_steps():
     obs, rew, term, trunc, _ = venv.step(np.zeros((2, 5), np.float32))
     assert rew.shape == (2,)
     venv.close()
+
+
+def test_process_vector_matches_single_envs():
+    from sims.vector import ProcessVectorEnv
+
+    venv = ProcessVectorEnv("lift", num_envs=3, num_workers=2, episode_length=6)
+    try:
+        obs, _ = venv.reset(seed=7)
+        singles = [sims.make("lift", episode_length=6) for _ in range(3)]
+        ref = [e.reset(seed=7 + i)[0] for i, e in enumerate(singles)]
+        np.testing.assert_array_equal(obs["objects"], np.stack([r["objects"] for r in ref]))
+        assert obs["instruction"] == [r["instruction"] for r in ref]
+        rng = np.random.default_rng(0)
+        for _ in range(8):  # crosses an episode end: copies reset in place
+            a = rng.uniform(-1, 1, (3, 5)).astype(np.float32)
+            obs, rew, term, trunc, infos = venv.step(a)
+            for i, e in enumerate(singles):
+                o, r, te, tr, info = e.step(a[i])
+                assert rew[i] == r and trunc[i] == tr
+                if te or tr:
+                    assert infos[i]["final_info"] == info
+                    o, _ = e.reset()
+                else:
+                    assert infos[i] == info
+                np.testing.assert_array_equal(obs["proprio"][i], o["proprio"])
+                assert obs["instruction"][i] == o["instruction"]
+        with pytest.raises(ValueError, match="copies \\[1\\]"):
+            venv.step(np.array([[0] * 5, [np.nan] * 5, [0] * 5], np.float32))
+        with pytest.raises(ValueError, match="expected \\(3, 5\\)"):
+            venv.step(np.zeros((2, 5), np.float32))
+        venv.step(np.zeros((3, 5), np.float32))  # still usable after refusing bad input
+    finally:
+        venv.close()
