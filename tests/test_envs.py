@@ -200,3 +200,39 @@ def test_osmesa_backend_renders_in_a_child_process():
                          env=dict(os.environ, MUJOCO_GL="osmesa", PYOPENGL_PLATFORM="osmesa"),
                          timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-500:]
+
+
+@pytest.mark.parametrize("tilt_deg, below_tcp, grasp", [(0, 0.0, True), (45, 0.03, False)])
+def test_grasp_needs_the_object_between_the_pads(tilt_deg, below_tcp, grasp):
+    """Closing on a cube counts as a grasp; pinching a tipped cube's top edge does not.
+
+    Both pads touch the cube in both cases (the contact sensors fire). With the cube tipped
+    45 degrees about the hand's x axis and 3 cm below the tool point, the pads meet its upper
+    edge at about a third of its width: the false grasp a planner found, which a lift loses.
+    Gravity is off so that the cube stays where it is put while the fingers close.
+    """
+    import mujoco
+
+    env = sims.make("lift")
+    env.reset(seed=0)
+    u = env.unwrapped
+    ph = u.physics
+    m, d = ph.model, ph.data
+    m.opt.gravity[:] = 0
+    s = u.world_state
+    adr = ph._obj_adr[0]
+    d.qpos[adr:adr + 3] = s.tcp_pos - np.array([0.0, 0.0, below_tcp])
+    hand, tilt, quat = np.zeros(4), np.zeros(4), np.zeros(4)
+    mujoco.mju_mat2Quat(hand, s.tcp_rot.ravel())
+    half_angle = np.radians(tilt_deg) / 2
+    tilt[:] = (np.cos(half_angle), np.sin(half_angle), 0, 0)  # about the hand's own x axis
+    mujoco.mju_mulQuat(quat, hand, tilt)
+    d.qpos[adr + 3:adr + 7] = quat
+    mujoco.mj_forward(m, d)
+    for _ in range(15):
+        _, _, _, _, info = env.step(np.array([0, 0, 0, 0, -1], np.float32))
+    width = 2 * u.episode.objects[0].half
+    assert ph._sensordata[ph._sensor_left] > 0 and ph._sensordata[ph._sensor_right] > 0
+    assert info["is_grasped"] is grasp
+    assert (u.world_state.finger >= 0.5 * width) is grasp
+    env.close()
