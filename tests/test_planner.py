@@ -114,7 +114,7 @@ def test_lean_imagination_matches_imagine():
     torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
-    lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
+    lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal, wm.last_finger)
     torch.testing.assert_close(lean.grasp, full.grasp.T, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(lean.tool_pos, full.tool_pos.transpose(0, 1), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(lean.object_pos, full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
@@ -123,6 +123,38 @@ def test_lean_imagination_matches_imagine():
                                          wm.last_anchor.expand(64, -1, -1), wm.last_goal.expand(64, -1))
     torch.testing.assert_close(per_sample.reward, reward)
     torch.testing.assert_close(per_sample.collision, collision)
+
+
+def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
+    """The gripper gates: from a closed, empty gripper at the cube, a plan that keeps it
+    closed is imagined holding nothing and the cube not rising; one that opens first may grasp.
+    The lean path and imagine agree with the gates on."""
+    import sims
+    from robotworld.model import load
+    from robotworld.model.world_model import FINGER, LIFT_FREE
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=1)
+    obs = dict(obs, proprio=obs["proprio"].copy())
+    obs["proprio"][FINGER] = 0.0  # closed on nothing
+    z = wm.encode(obs, task="lift")
+    temb = wm.last_context[0]
+    x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x[:, :32, 4] = -1.0  # half the plans keep the gripper closed throughout
+    x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # the others open, then close
+    with torch.no_grad():
+        full = wm.imagine(z, x.transpose(0, 1))
+        lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal, wm.last_finger)
+    torch.testing.assert_close(lean.reward, full.reward.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.grasp, full.grasp.T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.object_pos, full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
+    assert lean.grasp[:, :32].max() < 1e-3
+    rise = lean.object_pos[:, :32, 2] - wm.last_anchor[0, 0, 2]
+    assert rise.max() <= LIFT_FREE + 1e-6
+    # the plans that open are not gated once they have: the same grasp as without the gates
+    ungated = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
+    torch.testing.assert_close(lean.grasp[3:, 32:], ungated.grasp[3:, 32:], atol=1e-4, rtol=1e-3)
 
 
 def test_bench_planner_reports_latency_and_flops(capsys):

@@ -49,12 +49,26 @@ TASKS = ("reach", "push", "lift", "pick_place", "pick_place_clutter")
 INSTRUCTION_BUCKETS = 512
 TOOL = slice(15, 18)
 """Where the tool position sits in ``proprio`` (q 7, dq 7, finger 1, tool xyz 3, tool quat 4)."""
+FINGER = 14
+"""Where the finger opening (m, both fingers) sits in ``proprio``."""
 TOUCH_RADIUS, TOUCH_SOFTNESS = 0.08, 0.005
 """An object moves only once the tool has come within about TOUCH_RADIUS metres of where it
 started. Measured on 320 episodes (noisy-expert and random, 40 each on push, lift, pick_place
 and pick_place_clutter): every object that moved more than 5 mm had had the tool within 5.4 cm
 of its start. Imagination gates the decoded displacement by this, so that a plan cannot
 imagine the object rising while the gripper closes 20 cm above it."""
+FINGER_MAX_OPENING = 0.08
+"""Full opening of the gripper (m); grip action g commands (g + 1) / 2 of it."""
+HOLD_MIN_OPENING, ADMIT_OPENING, OPENING_SOFTNESS = 0.018, 0.05, 0.002
+"""A grasp needs an object between the pads. A gripper that starts closed to below
+HOLD_MIN_OPENING (half the narrowest object; the environment counts a grasp only at an opening
+of at least half the object's width) holds nothing, and can grasp only once a step of the plan
+commands at least ADMIT_OPENING (the widest object, 4.8 cm, with a margin). Without this, a
+plan that keeps a closed, empty gripper next to the object was imagined as holding and lifting
+it: the planner found that error and stayed there (lift, seed 1)."""
+LIFT_FREE = 0.01
+"""How far (m) an object may rise above its start without being grasped (tipping, bumps):
+imagination scales any rise beyond this by the grasp probability."""
 
 
 @dataclass
@@ -175,6 +189,25 @@ def touched(tool: torch.Tensor, start: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.sigmoid((TOUCH_RADIUS - d) / TOUCH_SOFTNESS).cummax(dim).values
 
 
+def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, dim: int) -> torch.Tensor:
+    """Soft 0/1, per step, that the gripper could have an object between its pads: it started
+    holding or open (observed opening ``finger`` (B,) or (S or 1,), metres), or some step so far
+    commanded it open to ADMIT_OPENING. grip: gripper actions (B, H) along ``dim`` 1, or (H, S)
+    along ``dim`` 0. Returns grip's shape."""
+    opened = torch.sigmoid(((grip + 1) * (FINGER_MAX_OPENING / 2) - ADMIT_OPENING) / OPENING_SOFTNESS)
+    start = torch.sigmoid((finger.reshape(-1) - HOLD_MIN_OPENING) / OPENING_SOFTNESS)
+    start = start[:, None] if dim == 1 else start[None]
+    return torch.maximum(opened.cummax(dim).values, start)
+
+
+def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> torch.Tensor:
+    """Object positions obj (..., 3) with any rise above start (..., 3) beyond LIFT_FREE scaled
+    by the grasp probability (...): nothing rises off the table unless held."""
+    rise = obj[..., 2] - start[..., 2]
+    z = start[..., 2] + rise.clamp(max=LIFT_FREE) + (rise - LIFT_FREE).clamp(min=0) * grasp
+    return torch.cat((obj[..., :2], z[..., None]), -1)
+
+
 def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
     """Linear, LayerNorm, SiLU per hidden layer, then a linear output. (TD-MPC2 uses Mish; on two
     CPU cores an imagine call with SiLU took 36 ms against Mish's 48 ms.)"""
@@ -236,6 +269,7 @@ class WorldModel(nn.Module):
         self.last_context: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_anchor: torch.Tensor | None = None
         self.last_tool: torch.Tensor | None = None
+        self.last_finger: torch.Tensor | None = None
         self.last_goal: torch.Tensor | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -301,7 +335,9 @@ class WorldModel(nn.Module):
 
     def compose(self, z0: torch.Tensor, z: torch.Tensor, heads: dict[str, torch.Tensor],
                 first: dict[str, torch.Tensor], summed: torch.Tensor, anchor: torch.Tensor,
-                tool: torch.Tensor, goal: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                tool: torch.Tensor, goal: torch.Tensor, temb: torch.Tensor,
+                grip: torch.Tensor | None = None, finger: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
         """What ``imagine`` reports after each step, from the start latent z0 (B, L), the latents
         z (B, H, L) with their head outputs ``heads``, the head outputs at z0 (``first``), the
         summed actions (B, H, A), and the observed object positions anchor (B, N, 3), tool
@@ -310,7 +346,9 @@ class WorldModel(nn.Module):
         Object positions are the observed start plus the decoded displacement, so that a bias of
         the decoder cancels, weighted by the probability that the object moved at all, so that
         resting objects stay exactly where they were observed, and by ``touched``: no object
-        moves before the imagined tool has come near it.
+        moves before the imagined tool has come near it. Given the observed opening ``finger``
+        (B,), grasp is gated by ``gripper_admits`` (with the gripper actions ``grip`` (B, H)) and
+        the first object rises off the table only as far as it is grasped (``lift_gate``).
 
         Returns object positions (B, H, N, 3), tool positions (B, H, 3), and grasp and collision
         probabilities, reward and success logits, each (B, H).
@@ -319,8 +357,13 @@ class WorldModel(nn.Module):
         moved = (torch.sigmoid(self.moved_logits(z0, z)) * touched(tool, anchor, 1))[..., None]
         pos = anchor[:, None] + moved * (heads["object_pos"] - first["object_pos"][:, None])
         grasp = self.grasp_prob(heads["grasp"], tool, pos[:, :, 0])
+        obj0 = pos[:, :, 0]
+        if finger is not None:  # the gripper gates, where the opening was observed
+            grasp = grasp * gripper_admits(finger, grip, 1)
+            obj0 = lift_gate(obj0, anchor[:, None, 0], grasp)
+            pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
         collision = torch.sigmoid(heads["collision"] + self.contact_logit(tool))
-        reward, success = self.outcomes(tool, pos[:, :, 0], goal[:, None].expand_as(tool), grasp, temb)
+        reward, success = self.outcomes(tool, obj0, goal[:, None].expand_as(tool), grasp, temb)
         return pos, tool, grasp, collision, reward, success
 
     def outcomes(self, tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor, grasp: torch.Tensor,
@@ -371,6 +414,7 @@ class WorldModel(nn.Module):
         n, P = self.spec.max_objects, self.spec.proprio_dim
         self.last_anchor = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
         self.last_tool = x[:, TOOL]
+        self.last_finger = x[:, FINGER]
         self.last_goal = x[:, P + 7 * n:P + 7 * n + 3]
         self.last_context = self._make_context(B, task, obs.get("instruction"), device)
         return self.encode_flat(x, *self.last_context)
@@ -394,7 +438,7 @@ class WorldModel(nn.Module):
     def imagine(self, z: torch.Tensor, actions: torch.Tensor,
                 context: tuple[torch.Tensor, torch.Tensor] | None = None,
                 anchor: torch.Tensor | None = None, tool: torch.Tensor | None = None,
-                goal: torch.Tensor | None = None) -> Imagined:
+                goal: torch.Tensor | None = None, finger: torch.Tensor | None = None) -> Imagined:
         """Roll latents forward under action sequences.
 
         Args:
@@ -406,6 +450,8 @@ class WorldModel(nn.Module):
                 ``encode`` call, or the decoded ones when a context is passed without an anchor.
             tool: (B or 1, 3) observed tool position at z; defaults as ``anchor`` does.
             goal: (B or 1, 3) the goal position; defaults as ``anchor`` does.
+            finger: (B or 1,) observed finger opening at z, for the gripper gate; defaults as
+                ``anchor`` does, and without one (a context passed, no finger) there is no gate.
         Returns:
             Imagined with per-step latents, reward, and success / grasp / collision probabilities.
         """
@@ -427,11 +473,14 @@ class WorldModel(nn.Module):
             tool = self.last_tool if remembered else first["tool_pos"]
         if goal is None:
             goal = self.last_goal if remembered else first["goal"]
+        if finger is None and remembered:
+            finger = self.last_finger
         N = self.spec.max_objects
         pos, tool, grasp, collision, reward, success = self.compose(
             latents[:, 0], latents[:, 1:], {k: v[:, 1:] for k, v in heads.items()}, first, actions.cumsum(1),
             anchor.reshape(-1, N, 3).expand(B, N, 3), tool.reshape(-1, 3).expand(B, 3),
-            goal.reshape(-1, 3).expand(B, 3), temb)
+            goal.reshape(-1, 3).expand(B, 3), temb, actions[..., -1],
+            None if finger is None else finger.reshape(-1).expand(B))
         return Imagined(latents, reward, torch.sigmoid(success), grasp, collision, pos, tool)
 
 
@@ -472,7 +521,7 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                          tool: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
-                         goal: torch.Tensor | None = None
+                         goal: torch.Tensor | None = None, finger: torch.Tensor | None = None
                          ) -> Outcomes:
         """The planner's lean path through ``imagine``: only what a cost reads.
 
@@ -488,6 +537,7 @@ class WorldModel(nn.Module):
             tool: (1 or S, 3) observed tool position at z; decoded from z when None.
             anchor: (1 or S, N, 3) observed object positions at z; decoded from z when None.
             goal: (1 or S, 3) the goal; decoded from z when None.
+            finger: (1 or S,) observed finger opening at z, for the gripper gate (none when None).
         Returns:
             Outcomes: reward, success and collision (H, S), the last latent (S, L), and the
             imagined grasp (H, S), tool and first object positions (H, S, 3) and goal.
@@ -521,6 +571,9 @@ class WorldModel(nn.Module):
         obj = obj0 + moved * (out[..., 2:5] * 0.1 + self.pos_offset - first["object_pos"][:, 0])
         collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool_pos))
         grasp = self.grasp_prob(out[..., 0], tool_pos, obj)
+        if finger is not None:  # the gripper gates, as in compose
+            grasp = grasp * gripper_admits(finger, actions[..., -1], 0)
+            obj = lift_gate(obj, obj0, grasp)
         reward, success = self.outcomes(tool_pos, obj, goal, grasp, temb[None])
         return Outcomes(reward, torch.sigmoid(success), collision, z, grasp, tool_pos, obj, goal)
 

@@ -46,6 +46,7 @@ class WorldModelCost:
         self.task = task
         self.context, self.anchor = self.model.last_context, self.model.last_anchor
         self.tool, self.goal = self.model.last_tool, self.model.last_goal
+        self.finger = self.model.last_finger
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ class WorldModelCost:
         if A != m.spec.action_dim:
             raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
         temb = self.context[0]
-        out = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal)
+        out = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal, self.finger)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
         gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
         if w.value:
