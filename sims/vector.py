@@ -4,7 +4,8 @@ Three forms, measured against each other by ``robotworld bench env`` (BENCHMARKS
 
 - ``ProcessVectorEnv``: one worker process per core, each stepping a slice of the copies
   whole (controller, physics, observation); observations come back through shared memory
-  and each step costs one short message per worker. The fastest on this machine.
+  and each step costs one short message per worker. On the 2-core CI machine it runs level
+  with ``ThreadedVectorEnv`` (BENCHMARKS.md); with more cores the Python parts scale too.
 - ``ThreadedVectorEnv``: the physics of all copies on a thread pool (MuJoCo releases the GIL
   in ``mj_step``), the Python parts on one thread. No worker processes to start.
 - ``make_vec``: Gymnasium's ``AsyncVectorEnv`` (one process per copy) or ``SyncVectorEnv``.
@@ -125,7 +126,8 @@ def _worker(conn, task: str, sim: str, overrides: dict, lo: int, hi: int, shm_na
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         views = _views(shm, layout)
-        envs = [sims.make(task, sim=sim, **overrides) for _ in range(lo, hi)]
+        # the bare envs, as ThreadedVectorEnv steps them: the checker wrappers cost per step
+        envs = [sims.make(task, sim=sim, **overrides).unwrapped for _ in range(lo, hi)]
         acts, rew, term, trunc = (views[k][lo:hi] for k in ("action", "reward", "terminated",
                                                              "truncated"))
         flags = views["flags"][lo:hi]
@@ -201,7 +203,8 @@ class ProcessVectorEnv:
 
     Each worker owns a contiguous slice of the copies and steps each of them whole, so the
     controller and observation Python runs on all cores too, not only the physics (the limit
-    of ``ThreadedVectorEnv``). Actions and results travel through one shared-memory block;
+    of ``ThreadedVectorEnv``). Worker processes are spawned: a script that makes one must
+    guard its entry point with ``if __name__ == "__main__":``. Actions and results travel through one shared-memory block;
     per step the parent sends each worker one short message and waits for its reply. Copy
     ``i`` is seeded ``seed + i`` and steps exactly as a single env would, bit for bit.
     Finished episodes are reset in place, as in ``ThreadedVectorEnv``
