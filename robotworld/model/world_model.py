@@ -59,13 +59,19 @@ of its start. Imagination gates the decoded displacement by this, so that a plan
 imagine the object rising while the gripper closes 20 cm above it."""
 FINGER_MAX_OPENING = 0.08
 """Full opening of the gripper (m); grip action g commands (g + 1) / 2 of it."""
-HOLD_MIN_OPENING, ADMIT_OPENING, OPENING_SOFTNESS = 0.018, 0.05, 0.002
+HOLD_MIN_OPENING, HELD_MAX_OPENING, ADMIT_OPENING, OPENING_SOFTNESS = 0.018, 0.058, 0.05, 0.002
 """A grasp needs an object between the pads. A gripper that starts closed to below
 HOLD_MIN_OPENING (half the narrowest object; the environment counts a grasp only at an opening
 of at least half the object's width) holds nothing, and can grasp only once a step of the plan
 commands at least ADMIT_OPENING (the widest object, 4.8 cm, with a margin). Without this, a
 plan that keeps a closed, empty gripper next to the object was imagined as holding and lifting
-it: the planner found that error and stayed there (lift, seed 1)."""
+it: the planner found that error and stayed there (lift, seed 1). An opening between
+HOLD_MIN_OPENING and HELD_MAX_OPENING may be a grasp already made: the learned head decides."""
+CENTRED_XY, CENTRED_Z = 0.015, 0.015
+"""A new grasp also needs the tool centred on the object at some step: within CENTRED_XY
+across and CENTRED_Z in height. The expert's first grasped step is within 0.2 cm; planner
+grasps that failed closed 2 cm off across or 2-3 cm above the centre, and the learned hold
+gate, which also covers objects held off-centre once lifted, still gave those 0.9."""
 LIFT_FREE = 0.01
 """How far (m) an object may rise above its start without being grasped (tipping, bumps):
 imagination scales any rise beyond this by the grasp probability."""
@@ -189,15 +195,25 @@ def touched(tool: torch.Tensor, start: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.sigmoid((TOUCH_RADIUS - d) / TOUCH_SOFTNESS).cummax(dim).values
 
 
-def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, dim: int) -> torch.Tensor:
-    """Soft 0/1, per step, that the gripper could have an object between its pads: it started
-    holding or open (observed opening ``finger`` (B,) or (S or 1,), metres), or some step so far
-    commanded it open to ADMIT_OPENING. grip: gripper actions (B, H) along ``dim`` 1, or (H, S)
-    along ``dim`` 0. Returns grip's shape."""
-    opened = torch.sigmoid(((grip + 1) * (FINGER_MAX_OPENING / 2) - ADMIT_OPENING) / OPENING_SOFTNESS)
-    start = torch.sigmoid((finger.reshape(-1) - HOLD_MIN_OPENING) / OPENING_SOFTNESS)
-    start = start[:, None] if dim == 1 else start[None]
-    return torch.maximum(opened.cummax(dim).values, start)
+def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor, obj: torch.Tensor,
+                   dim: int) -> torch.Tensor:
+    """Soft 0/1, per step, that the gripper could hold the object: it started closed on
+    something (observed opening ``finger`` between HOLD_MIN_OPENING and HELD_MAX_OPENING),
+    or it has been open (at the start, or a step commanded ADMIT_OPENING) and the tool has been
+    centred on the object (within CENTRED_XY across and CENTRED_Z in height) at some step so
+    far. finger: (B,) or (S or 1,) metres; grip: gripper actions (B, H) along ``dim`` 1 or
+    (H, S) along ``dim`` 0; tool, obj: imagined positions, grip's shape plus (3,).
+    Returns grip's shape."""
+    soft = OPENING_SOFTNESS
+    f = finger.reshape(-1)
+    f = f[:, None] if dim == 1 else f[None]
+    held = torch.sigmoid((f - HOLD_MIN_OPENING) / soft) * torch.sigmoid((HELD_MAX_OPENING - f) / soft)
+    opened = torch.sigmoid(((grip + 1) * (FINGER_MAX_OPENING / 2) - ADMIT_OPENING) / soft)
+    opened = torch.maximum(opened.cummax(dim).values, torch.sigmoid((f - ADMIT_OPENING) / soft))
+    d = tool - obj
+    centred = (torch.sigmoid((CENTRED_XY - d[..., :2].norm(dim=-1)) / soft)
+               * torch.sigmoid((CENTRED_Z - d[..., 2].abs()) / soft)).cummax(dim).values
+    return torch.maximum(held, opened * centred)
 
 
 def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> torch.Tensor:
@@ -359,7 +375,7 @@ class WorldModel(nn.Module):
         grasp = self.grasp_prob(heads["grasp"], tool, pos[:, :, 0])
         obj0 = pos[:, :, 0]
         if finger is not None:  # the gripper gates, where the opening was observed
-            grasp = grasp * gripper_admits(finger, grip, 1)
+            grasp = grasp * gripper_admits(finger, grip, tool, obj0, 1)
             obj0 = lift_gate(obj0, anchor[:, None, 0], grasp)
             pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
         collision = torch.sigmoid(heads["collision"] + self.contact_logit(tool))
@@ -572,7 +588,7 @@ class WorldModel(nn.Module):
         collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool_pos))
         grasp = self.grasp_prob(out[..., 0], tool_pos, obj)
         if finger is not None:  # the gripper gates, as in compose
-            grasp = grasp * gripper_admits(finger, actions[..., -1], 0)
+            grasp = grasp * gripper_admits(finger, actions[..., -1], tool_pos, obj, 0)
             obj = lift_gate(obj, obj0, grasp)
         reward, success = self.outcomes(tool_pos, obj, goal, grasp, temb[None])
         return Outcomes(reward, torch.sigmoid(success), collision, z, grasp, tool_pos, obj, goal)
