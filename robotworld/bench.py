@@ -348,7 +348,7 @@ def bench_data(cfg: DataBenchConfig) -> dict:
                 _collect_rate(str(root / f"rate_{tag}_{w}"), cfg.task, cfg.policy, n, w, cams, cfg.seed), 1)
         out[f"collect_{tag}_speedup_2w"] = round(out[f"collect_{tag}_2w_transitions_per_s"]
                                                  / out[f"collect_{tag}_1w_transitions_per_s"], 3)
-    out["batched_env_steps_per_s"] = round(_vector("process", cfg.task, 16, 200, cfg.seed), 1)
+    out["batched_env_steps_per_s"] = round(_vector("threaded", cfg.task, 16, 200, cfg.seed), 1)
     out["collect_vs_batched_env"] = round(out["collect_state_2w_transitions_per_s"]
                                           / out["batched_env_steps_per_s"], 3)
     # memory over a long run: resident memory of the driver and its workers every 100 episodes

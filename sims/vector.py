@@ -141,7 +141,7 @@ def _worker(conn, task: str, sim: str, overrides: dict, lo: int, hi: int, shm_na
 
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{type(e).__name__}: {e}"))
-        shm.close()
+        _release(shm)
         return
     conn.send(None)  # ready
     try:
@@ -157,10 +157,14 @@ def _worker(conn, task: str, sim: str, overrides: dict, lo: int, hi: int, shm_na
     except (EOFError, KeyboardInterrupt):  # the parent went away
         pass
     finally:
-        try:
-            shm.close()
-        except BufferError:  # numpy views still hold it; the mapping goes with the process
-            pass
+        _release(shm)
+
+
+def _release(shm) -> None:
+    try:
+        shm.close()
+    except BufferError:  # numpy views still hold it; the mapping goes with the process
+        pass
 
 
 def _command(cmd, arg, envs, lo, acts, rew, term, trunc, put):
