@@ -208,8 +208,9 @@ class ProcessVectorEnv:
     Each worker owns a contiguous slice of the copies and steps each of them whole, so the
     controller and observation Python runs on all cores too, not only the physics (the limit
     of ``ThreadedVectorEnv``). Worker processes are spawned: a script that makes one must
-    guard its entry point with ``if __name__ == "__main__":``. Actions and results travel through one shared-memory block;
-    per step the parent sends each worker one short message and waits for its reply. Copy
+    guard its entry point with ``if __name__ == "__main__":``. Actions and results travel
+    through one shared-memory block; per step the parent sends each worker one short message
+    and waits for its reply. Copy
     ``i`` is seeded ``seed + i`` and steps exactly as a single env would, bit for bit.
     Finished episodes are reset in place, as in ``ThreadedVectorEnv``
     (``infos[i]["final_info"]`` holds the finished episode's last info).
@@ -264,17 +265,24 @@ class ProcessVectorEnv:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(p)
-            for c in self._conns:
-                self._check(c.recv())
+            replies = [c.recv() for c in self._conns]
+            errors = [r[1] for r in replies if isinstance(r, tuple) and r[0] == "error"]
+            if errors:
+                raise RuntimeError(f"vector env worker failed: {errors[0]}")
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def _check(reply):
-        if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "error":
-            raise RuntimeError(f"vector env worker failed: {reply[1]}")
-        return reply
+    def _command(self, cmd: str, arg=None) -> list:
+        """Send cmd to every worker and collect every reply before raising any worker's
+        error, so that no reply is left in a pipe to be read as the next command's."""
+        for c in self._conns:
+            c.send((cmd, arg))
+        replies = [c.recv() for c in self._conns]
+        for r in replies:
+            if isinstance(r, tuple) and len(r) == 2 and r[0] == "error":
+                raise RuntimeError(f"vector env worker failed: {r[1]}")
+        return replies
 
     def _obs(self) -> dict:
         out = {k: self._views["obs/" + k].copy() for k in self._numeric}
@@ -286,9 +294,7 @@ class ProcessVectorEnv:
                 for a, b, c in self._views["flags"].tolist()]
 
     def reset(self, seed: int | None = None):
-        for c in self._conns:
-            c.send(("reset", seed))
-        self._instructions = [s for c in self._conns for s in self._check(c.recv())]
+        self._instructions = [s for r in self._command("reset", seed) for s in r]
         return self._obs(), self._infos()
 
     def step(self, actions):
@@ -304,9 +310,7 @@ class ProcessVectorEnv:
             raise ValueError(f"actions for copies {bad} contain NaN or infinite values; "
                              "expected finite numbers in [-1, 1]")
         self._views["action"][:] = a
-        for c in self._conns:
-            c.send(("step", None))
-        events = [e for c in self._conns for e in self._check(c.recv())]
+        events = [e for r in self._command("step") for e in r]
         infos = self._infos()
         for i, instruction, info in events:
             if instruction is None:

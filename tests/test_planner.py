@@ -177,6 +177,13 @@ def test_gripper_gate_cases():
     assert gate(0.04, closed, centred_from_3 + 0.1).min() > 0.99  # closed on a 4 cm object
 
 
+def test_gripper_gate_opening_matches_the_robot():
+    from robotworld.model.world_model import FINGER_MAX_OPENING
+    from sims import robot
+
+    assert FINGER_MAX_OPENING == 2 * robot.FINGER_MAX
+
+
 def test_bench_planner_reports_latency_and_flops(capsys):
     from robotworld.bench import PlannerBenchConfig, bench_planner
 

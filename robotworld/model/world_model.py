@@ -58,7 +58,8 @@ and pick_place_clutter): every object that moved more than 5 mm had had the tool
 of its start. Imagination gates the decoded displacement by this, so that a plan cannot
 imagine the object rising while the gripper closes 20 cm above it."""
 FINGER_MAX_OPENING = 0.08
-"""Full opening of the gripper (m); grip action g commands (g + 1) / 2 of it."""
+"""Full opening of the gripper (m), 2 x ``sims.robot.FINGER_MAX`` (the model does not import
+the simulator; a test checks they agree); grip action g commands (g + 1) / 2 of it."""
 HOLD_MIN_OPENING, HELD_MAX_OPENING, ADMIT_OPENING, OPENING_SOFTNESS = 0.018, 0.058, 0.05, 0.002
 """A grasp needs an object between the pads. A gripper that starts closed to below
 HOLD_MIN_OPENING (half the narrowest object; the environment counts a grasp only at an opening
