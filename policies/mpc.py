@@ -28,17 +28,21 @@ class MPCPolicy:
         self.model = load(checkpoint, self.device)
         self.cost = WorldModelCost(self.model, CostWeights(**(weights or {})))
         self.planner_cfg = PlannerConfig(**{"seed": seed or 0, **(planner or {})})
-        self.planner = None
+        self.planner = self.batch_planner = None
         self.task = None
 
-    def reset(self, env) -> None:
-        from robotworld.planning import Planner
-
+    def _check(self, env) -> Any:
         u = env.unwrapped
         if u.action_space.shape[0] != self.model.spec.action_dim:
             raise ValueError(f"task {u.cfg.task} has {u.action_space.shape[0]} action dimensions; the world model "
                              f"takes {self.model.spec.action_dim}")
         self.task = u.cfg.task
+        return u
+
+    def reset(self, env) -> None:
+        from robotworld.planning import Planner
+
+        u = self._check(env)
         if self.planner is None:
             self.planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg, self.device)
         self.planner.reset()
@@ -46,3 +50,26 @@ class MPCPolicy:
     def act(self, obs) -> np.ndarray:
         self.cost.observe(obs, self.task)
         return self.planner.plan()[:1].cpu().numpy()
+
+    # ---- many environments, one batched plan a step (robotworld eval --batch N) ----------------
+    def reset_batch(self, env, envs: int) -> None:
+        """Plan for ``envs`` environments of env's task at once; every one starts afresh."""
+        from robotworld.planning import Planner
+
+        u = self._check(env)
+        if self.batch_planner is None or self.batch_planner.envs != envs:
+            self.batch_planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg,
+                                         self.device, envs=envs)
+        self.batch_planner.reset()
+
+    def reset_env(self, e: int) -> None:
+        """Environment e of the batch starts a new episode."""
+        self.batch_planner.reset_env(e)
+
+    def act_batch(self, observations: list[dict]) -> np.ndarray:
+        """The next action of each environment, from one plan over all of them. -> (E, A)"""
+        batch = {k: np.stack([o[k] for o in observations]) for k in ("proprio", "objects", "goal")}
+        if "instruction" in observations[0]:
+            batch["instruction"] = [o["instruction"] for o in observations]
+        self.cost.observe(batch, self.task)
+        return self.batch_planner.plan()[:, 0].cpu().numpy()

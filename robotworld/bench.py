@@ -508,6 +508,12 @@ class PlannerBenchConfig:
     settings: str = "1024x16x6,512x16x6,256x8x4"
     """Comma-separated SAMPLESxHORIZONxITERATIONS to time; the first is the headline
     (plan_ms_p50 / p95, flops_fraction and the peer comparison)."""
+    batch_envs: int = 0
+    """Also time one plan for this many environments at once (each from its own first
+    observation, the headline's setting each): batch_plan_ms_p50 / p95 and batch_plans_per_s.
+    0: not timed."""
+    tf32: bool = False
+    """Let CUDA matmuls use TF32 (the tensor cores' float32 mode), the bare matmul too."""
 
 
 def parse_settings(text: str) -> list[tuple[int, int, int]]:
@@ -603,9 +609,12 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     from robotworld.planning import Planner, PlannerConfig, WorldModelCost
 
     settings = parse_settings(cfg.settings)
+    if cfg.batch_envs < 0:
+        raise ValueError(f"batch_envs = {cfg.batch_envs}: expected 0 (off) or a number of environments")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     model = ckpt.load(cfg.checkpoint, device)
     env = sims.make(cfg.task)
     obs, _ = env.reset(seed=0)
@@ -623,11 +632,11 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
             + model.tool[0].out_features * (L + A) + _linear_macs(model.tool[-1])
             + _linear_macs(model.contact) + _linear_macs(model.hold) + _linear_macs(model.outcome))
     out: dict = {"device": str(device), "torch_threads": torch.get_num_threads(), "method": cfg.method,
-                 "macs_per_transition": macs}
-    for S, H, it in settings:
-        p = Planner(cost, env.action_space.low, env.action_space.high,
-                    PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S),
-                                  compile=cfg.compile), device)
+                 "macs_per_transition": macs, "tf32": cfg.tf32, "compile": cfg.compile}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+
+    def timed(p) -> list[float]:
         times = []
         for k in range(cfg.plans + 2):
             sync()
@@ -636,12 +645,33 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
             sync()
             if k >= 2:
                 times.append(time.perf_counter() - t0)
+        return times
+
+    def planner(c, S, H, it, envs=None):
+        return Planner(c, env.action_space.low, env.action_space.high,
+                       PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S),
+                                     compile=cfg.compile), device, envs=envs)
+
+    for S, H, it in settings:
+        times = timed(planner(cost, S, H, it))
         tag = f"{S}x{H}x{it}"
         out[f"plan_ms_p50_{tag}"] = round(float(np.median(times)) * 1e3, 2)
         out[f"plan_ms_p95_{tag}"] = round(float(np.percentile(times, 95)) * 1e3, 2)
         if (S, H, it) == settings[0]:
             out["plan_ms_p50"], out["plan_ms_p95"] = out[f"plan_ms_p50_{tag}"], out[f"plan_ms_p95_{tag}"]
             planner_flops = 2 * macs * S * H * it / float(np.median(times))
+    if cfg.batch_envs:
+        E = cfg.batch_envs
+        obs = [env.reset(seed=k)[0] for k in range(E)]
+        batch = {k: np.stack([o[k] for o in obs]) for k in ("proprio", "objects", "goal")}
+        batch["instruction"] = [o["instruction"] for o in obs]
+        many = WorldModelCost(model)
+        many.observe(batch, cfg.task)
+        times = timed(planner(many, *settings[0], envs=E))
+        out["batch_envs"] = E
+        out["batch_plan_ms_p50"] = round(float(np.median(times)) * 1e3, 2)
+        out["batch_plan_ms_p95"] = round(float(np.percentile(times, 95)) * 1e3, 2)
+        out["batch_plans_per_s"] = round(1.0 / float(np.median(times)), 1)
     # the same machine's bare matmul rate, in the same run: (4096, hidden) x (hidden, hidden)
     a = torch.randn(4096, model.cfg.hidden_dim, device=device)
     w = torch.randn(model.cfg.hidden_dim, model.cfg.hidden_dim, device=device)

@@ -218,6 +218,20 @@ def test_mpc_reaches_the_goal_in_closed_loop():
     assert res.success_rate >= 0.75, res
 
 
+def test_batched_evaluation_plans_many_episodes_at_once_and_repeats_itself():
+    """Five reach episodes, three at a time in one batched plan a step: they succeed as the
+    one-at-a-time evaluation does, and a second run gives the same figures."""
+    from robotworld.evaluation import EvalConfig, as_dict, evaluate
+
+    cfg = EvalConfig(task="reach", policy="mpc:default,samples=128,horizon=8,iterations=3", episodes=5, seed=0,
+                     batch=3, progress=False)
+    first = as_dict(evaluate(cfg))
+    assert first["success_rate"] >= 0.8 and first["seeds"] == [0, 4] and first["episodes"] == 5, first
+    assert as_dict(evaluate(cfg)) == first
+    with pytest.raises(ValueError, match="batched evaluation needs an MPC policy"):
+        evaluate(EvalConfig(task="reach", policy="expert", episodes=2, batch=2))
+
+
 def test_progress_cost_points_the_way_where_the_reward_is_flat():
     """Far from the goal the imagined reward is flat; the distance still to go is not."""
     import sims
@@ -260,3 +274,57 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
     x.requires_grad_(True)
     wm.rollout(z0, x, temb).sum().backward()  # no in-place activation where gradients flow
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_a_batch_of_environments_plans_each_to_its_own_target():
+    targets = torch.tensor([[0.3, -0.6, 0.9], [-0.8, 0.2, 0.0], [0.5, 0.5, -0.5]])  # (E, A)
+    S = 256
+
+    def per_env(x):  # (H, E * S, A) -> (E * S,): env e's samples towards targets[e]
+        return ((x - targets.repeat_interleave(S, 0)) ** 2).sum((0, 2))
+
+    for method in ("mppi", "cem"):
+        cfg = PlannerConfig(method=method, horizon=8, samples=S, iterations=8, elites=32, action_rate=0.0)
+        p = Planner(per_env, -torch.ones(3), torch.ones(3), cfg, envs=3)
+        a = p.plan()
+        assert a.shape == (3, 8, 3) and (a.abs() <= 1).all()
+        torch.testing.assert_close(a, targets[:, None].expand(3, 8, 3), atol=0.2, rtol=0)
+        torch.testing.assert_close(p.warm_start(), torch.cat((a[:, 1:], a[:, -1:]), 1))
+        p.reset_env(1)
+        assert (p.mean[1] == 0).all() and (p.mean[0] == a[0]).all()
+    with pytest.raises(ValueError, match=r"expected \(3, K, 8, 3\)"):
+        p.plan(prior_chunks=torch.zeros(2, 8, 3))
+    with pytest.raises(ValueError, match="envs = 0"):
+        Planner(per_env, -torch.ones(3), torch.ones(3), cfg, envs=0)
+
+
+def test_one_environment_in_a_batch_plans_as_the_single_planner_does():
+    cfg = PlannerConfig(horizon=8, samples=256, iterations=4, elites=32)
+    single = Planner(quadratic, -torch.ones(3), torch.ones(3), cfg)
+    batch = Planner(quadratic, -torch.ones(3), torch.ones(3), cfg, envs=1)
+    prior = TARGET.expand(8, 3)[None]
+    for _ in range(3):
+        torch.testing.assert_close(batch.plan(prior[None])[0], single.plan(prior), rtol=0, atol=0)
+
+
+def test_world_model_cost_scores_a_batch_of_environments_as_each_alone():
+    import sims
+    from robotworld.model import load
+    from robotworld.planning import WorldModelCost
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs = [env.reset(seed=s)[0] for s in range(3)]
+    batch = {k: np.stack([o[k] for o in obs]) for k in ("proprio", "objects", "goal")}
+    batch["instruction"] = [o["instruction"] for o in obs]
+    S = 32
+    x = torch.rand(8, 3 * S, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cost = WorldModelCost(wm)
+    cost.observe(batch, "lift")
+    together = cost(x)
+    for e, o in enumerate(obs):
+        cost.observe(o, "lift")
+        torch.testing.assert_close(together[e * S:(e + 1) * S], cost(x[:, e * S:(e + 1) * S]), rtol=1e-5, atol=1e-5)
+    cost.observe(batch, "lift")
+    with pytest.raises(ValueError, match="do not split evenly over the 3"):
+        cost(x[:, :50])

@@ -33,7 +33,12 @@ class CostWeights:
 
 
 class WorldModelCost:
-    """Scores action sequences (H, S, A) by imagining them from the current observation."""
+    """Scores action sequences (H, S, A) by imagining them from the current observation.
+
+    ``observe`` takes one observation or a batch of E (``proprio`` (E, 22), ...); after a batch,
+    a call scores (H, E * S, A), environment e's S sequences in columns e * S .. (e + 1) * S - 1
+    (the layout of ``Planner(..., envs=E)``), each imagined from its own environment's state.
+    """
 
     def __init__(self, model: Any, weights: CostWeights | None = None) -> None:
         self.model, self.w = model, weights or CostWeights()
@@ -41,7 +46,7 @@ class WorldModelCost:
         self.task = ""
 
     def observe(self, obs: dict, task: str) -> None:
-        """Encode the observation the next plan starts from."""
+        """Encode the observation the next plan starts from (or a batch of E, one per environment)."""
         self.z = self.model.encode(obs, task=task)
         self.task = task
         self.context, self.anchor = self.model.last_context, self.model.last_anchor
@@ -56,8 +61,14 @@ class WorldModelCost:
         H, S, A = x.shape
         if A != m.spec.action_dim:
             raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
-        temb = self.context[0]
-        out = m.imagine_outcomes(self.z, x, temb, self.tool, self.anchor, self.goal, self.finger)
+        E = self.z.shape[0]
+        if S % E:
+            raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
+        z, temb, tool, anchor, goal, finger = self.z, self.context[0], self.tool, self.anchor, self.goal, self.finger
+        if E > 1:  # each environment's start, once per sequence of its own
+            z, temb, tool, anchor, goal = (v.repeat_interleave(S // E, 0) for v in (z, temb, tool, anchor, goal))
+            finger = None if finger is None else finger.repeat_interleave(S // E, 0)
+        out = m.imagine_outcomes(z, x, temb, tool, anchor, goal, finger)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
         gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
         if w.value:

@@ -66,17 +66,27 @@ class PlannerConfig:
 
 
 class Planner:
-    """MPPI / CEM over a batched cost function.
+    """MPPI / CEM over a batched cost function, for one environment or a batch of them.
 
     Args:
-        cost: maps action sequences (H, S, A) to costs (S,); lower is better.
+        cost: maps action sequences (H, S, A) to costs (S,); lower is better. With ``envs`` set,
+            it gets (H, E * S, A), environment e's samples in columns e * S .. (e + 1) * S - 1,
+            and returns (E * S,) in that order (``WorldModelCost`` does, after it observes a
+            batch of E observations).
         low, high: (A,) action bounds.
         cfg: PlannerConfig.
         device: where the sampling runs (the cost function's device).
+        envs: plan for this many environments at once, each with its own mean, spread, elites
+            and warm start, in one cost call per iteration; ``plan`` then returns (E, H, A).
+            None (the default): one environment, and ``plan`` returns (H, A).
     """
 
-    def __init__(self, cost: CostFn, low, high, cfg: PlannerConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cost: CostFn, low, high, cfg: PlannerConfig, device: torch.device | str = "cpu",
+                 envs: int | None = None) -> None:
         self.cost, self.cfg, self.device = cost, cfg, torch.device(device)
+        if envs is not None and envs < 1:
+            raise ValueError(f"envs = {envs}: expected at least 1 (or None for one environment)")
+        self.envs = envs
         if cfg.compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs
             self.cost = torch.compile(lambda x: cost(x), mode=mode, dynamic=False)
@@ -88,21 +98,42 @@ class Planner:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.reset()
 
+    @property
+    def _E(self) -> int:
+        return self.envs or 1
+
     def reset(self) -> None:
         """Forget the previous solution (call at the start of an episode)."""
         H, A = self.cfg.horizon, self.action_dim
-        self.mean = ((self.low + self.high) / 2).expand(H, A).clone()
-        self.last_action = self.mean[0].clone()
+        self._mean = ((self.low + self.high) / 2).expand(H, self._E, A).clone()  # (H, E, A)
+        self._last = self._mean[0].clone()  # (E, A)
         self.stats = {"dropped_samples": 0, "plans": 0}
 
+    def reset_env(self, e: int) -> None:
+        """Forget environment e's previous solution (one of a batch starts a new episode)."""
+        self._mean[:, e] = (self.low + self.high) / 2
+        self._last[e] = self._mean[0, e]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The last solution: (H, A), or (E, H, A) with ``envs`` set."""
+        return self._mean[:, 0] if self.envs is None else self._mean.transpose(0, 1)
+
+    @property
+    def last_action(self) -> torch.Tensor:
+        """The first action of the last solution: (A,), or (E, A) with ``envs`` set."""
+        return self._last[0] if self.envs is None else self._last
+
     def warm_start(self) -> torch.Tensor:
-        """The previous solution shifted by one step (its last step repeated). (H, A)"""
-        return torch.cat((self.mean[1:], self.mean[-1:]), 0)
+        """The previous solution shifted by one step (its last step repeated): (H, A), or
+        (E, H, A) with ``envs`` set."""
+        shifted = torch.cat((self._mean[1:], self._mean[-1:]), 0)
+        return shifted[:, 0] if self.envs is None else shifted.transpose(0, 1)
 
     def _noise(self, S: int) -> torch.Tensor:
-        """(H, S, A) standard normal noise, AR(1)-correlated along the horizon."""
+        """(H, E, S, A) standard normal noise, AR(1)-correlated along the horizon."""
         H, A, b = self.cfg.horizon, self.action_dim, self.cfg.smoothing
-        eps = torch.randn(H, S, A, generator=self.gen, device=self.device)
+        eps = torch.randn(H, self._E, S, A, generator=self.gen, device=self.device)
         scale = (1 - b * b) ** 0.5
         for t in range(1, H):
             eps[t] = b * eps[t - 1] + scale * eps[t]
@@ -110,47 +141,55 @@ class Planner:
 
     @torch.no_grad()
     def plan(self, prior_chunks: torch.Tensor | None = None) -> torch.Tensor:
-        """Optimise the action sequence; returns (H, A) inside the bounds.
+        """Optimise the action sequence; returns (H, A) inside the bounds ((E, H, A) with ``envs``).
 
-        prior_chunks: (K, H, A) proposals (e.g. from a policy) scored alongside the samples.
+        prior_chunks: (K, H, A) proposals (e.g. from a policy) scored alongside the samples; with
+            ``envs`` set, (E, K, H, A), each environment's own.
         """
-        cfg, H, A = self.cfg, self.cfg.horizon, self.action_dim
-        mean = self.warm_start()
-        std = torch.full((H, A), cfg.init_std, device=self.device)
-        fixed = [mean[:, None]]
+        cfg, H, A, E = self.cfg, self.cfg.horizon, self.action_dim, self._E
+        mean = torch.cat((self._mean[1:], self._mean[-1:]), 0)  # warm start, (H, E, A)
+        std = torch.full((H, E, A), cfg.init_std, device=self.device)
+        fixed = [mean[:, :, None]]
         if prior_chunks is not None:
             p = torch.as_tensor(prior_chunks, dtype=torch.float32, device=self.device)
-            if p.dim() != 3 or p.shape[1:] != (H, A):
-                raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected (K, {H}, {A})")
-            fixed.append(p.transpose(0, 1))
+            if self.envs is None:
+                if p.dim() != 3 or p.shape[1:] != (H, A):
+                    raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected (K, {H}, {A})")
+                p = p[None]
+            elif p.dim() != 4 or p.shape[0] != E or p.shape[2:] != (H, A):
+                raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, {H}, {A})")
+            fixed.append(p.permute(2, 0, 1, 3))  # (H, E, K, A)
         for _ in range(cfg.iterations):
-            n_fixed = sum(f.shape[1] for f in fixed)
-            x = mean[:, None] + std[:, None] * self._noise(max(cfg.samples - n_fixed, 0))
-            x = torch.cat(fixed + [x], 1)
-            x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, S, A)
-            c = self.cost(x) + cfg.action_rate * self._rate(x)
+            n_fixed = sum(f.shape[2] for f in fixed)
+            x = mean[:, :, None] + std[:, :, None] * self._noise(max(cfg.samples - n_fixed, 0))
+            x = torch.cat(fixed + [x], 2)
+            x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, E, S, A)
+            S = x.shape[2]
+            c = (self.cost(x.view(H, E * S, A)) + cfg.action_rate * self._rate(x).view(E * S)).view(E, S)
             ok = torch.isfinite(c)
             if not ok.all():
                 self.stats["dropped_samples"] += int((~ok).sum())
-                if not ok.any():
+                if not ok.any(1).all():
                     raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
                 c = torch.where(ok, c, torch.full_like(c, float("inf")))
-            k = min(cfg.elites, int(ok.sum()))
-            ec, idx = torch.topk(c, k, largest=False)
-            elite = x[:, idx]  # (H, k, A)
+            k = min(cfg.elites, int(ok.sum(1).min()))
+            ec, idx = torch.topk(c, k, largest=False)  # (E, k)
+            elite = torch.gather(x, 2, idx[None, :, :, None].expand(H, E, k, A))  # (H, E, k, A)
             if cfg.method == "mppi":
-                w = torch.softmax(-(ec - ec[0]) / (cfg.temperature * (ec.std() + 1e-6) if k > 1 else 1.0), 0)
+                spread = cfg.temperature * (ec.std(1, keepdim=True) + 1e-6) if k > 1 else 1.0
+                w = torch.softmax(-(ec - ec[:, :1]) / spread, 1)
             else:
-                w = torch.full((k,), 1.0 / k, device=self.device)
-            mean = (w[None, :, None] * elite).sum(1)
-            std = ((w[None, :, None] * (elite - mean[:, None]) ** 2).sum(1)).sqrt().clamp(cfg.min_std, cfg.init_std)
-            fixed = [mean[:, None]] + fixed[1:]
-        self.mean = torch.minimum(torch.maximum(mean, self.low), self.high)
-        self.last_action = self.mean[0].clone()
+                w = torch.full((E, k), 1.0 / k, device=self.device)
+            w = w[None, :, :, None]
+            mean = (w * elite).sum(2)
+            std = ((w * (elite - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(cfg.min_std, cfg.init_std)
+            fixed = [mean[:, :, None]] + fixed[1:]
+        self._mean = torch.minimum(torch.maximum(mean, self.low), self.high)
+        self._last = self._mean[0].clone()
         self.stats["plans"] += 1
         return self.mean.clone()
 
     def _rate(self, x: torch.Tensor) -> torch.Tensor:
-        """Action-rate penalty per sequence. x: (H, S, A) -> (S,)"""
-        prev = torch.cat((self.last_action.expand(1, x.shape[1], -1), x[:-1]), 0)
-        return ((x - prev) ** 2).sum((0, 2))
+        """Action-rate penalty per sequence. x: (H, E, S, A) -> (E, S)"""
+        prev = torch.cat((self._last[None, :, None].expand(1, -1, x.shape[2], -1), x[:-1]), 0)
+        return ((x - prev) ** 2).sum((0, 3))
