@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -24,12 +26,12 @@ def _planner(method: str, **kw) -> Planner:
 
 @pytest.mark.parametrize("method", ["mppi", "cem"])
 def test_both_methods_solve_the_quadratic_and_cost_falls(method):
-    costs = []
-    for it in (1, 2, 4, 8):
-        p = _planner(method, iterations=it, seed=0)
-        costs.append(float(quadratic(p.plan()[:, None])))
-    assert costs[-1] < costs[0] and costs == sorted(costs, reverse=True), costs
-    assert costs[-1] < 0.05
+    finals = []
+    for seed in range(5):
+        costs = [float(quadratic(_planner(method, iterations=it, seed=seed).plan()[:, None])) for it in (1, 2, 4, 8)]
+        assert costs == sorted(costs, reverse=True) and costs[-1] < 0.1 * costs[0], costs
+        finals.append(costs[-1])
+    assert float(np.median(finals)) < 0.1, finals  # from about 3.4 at the start (all zeros)
 
 
 @pytest.mark.parametrize("method", ["mppi", "cem"])
@@ -328,3 +330,23 @@ def test_world_model_cost_scores_a_batch_of_environments_as_each_alone():
     cost.observe(batch, "lift")
     with pytest.raises(ValueError, match="do not split evenly over the 3"):
         cost(x[:, :50])
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_iteration_plans_as_the_eager_one():
+    """With compile, one refinement is compiled whole (fullgraph: nothing leaves the device, so
+    on a GPU it is one CUDA graph); it plans the same sequence as the eager planner."""
+    import sims
+    from robotworld.model import load
+    from robotworld.planning import WorldModelCost
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=0)
+    cost = WorldModelCost(wm)
+    cost.observe(obs, "lift")
+    cfg = dict(horizon=4, samples=64, iterations=2, elites=8)
+    eager = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg))
+    compiled = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg, compile=True))
+    for _ in range(2):
+        torch.testing.assert_close(compiled.plan(), eager.plan(), rtol=1e-4, atol=1e-4)

@@ -64,9 +64,10 @@ class WorldModelCost:
         E = self.z.shape[0]
         if S % E:
             raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
-        z, temb, tool, anchor, goal, finger = self.z, self.context[0], self.tool, self.anchor, self.goal, self.finger
+        temb = self.context[0][:1]  # one task for every environment observed
+        z, tool, anchor, goal, finger = self.z, self.tool, self.anchor, self.goal, self.finger
         if E > 1:  # each environment's start, once per sequence of its own
-            z, temb, tool, anchor, goal = (v.repeat_interleave(S // E, 0) for v in (z, temb, tool, anchor, goal))
+            z, tool, anchor, goal = (v.repeat_interleave(S // E, 0) for v in (z, tool, anchor, goal))
             finger = None if finger is None else finger.repeat_interleave(S // E, 0)
         out = m.imagine_outcomes(z, x, temb, tool, anchor, goal, finger)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]

@@ -87,15 +87,22 @@ class Planner:
         if envs is not None and envs < 1:
             raise ValueError(f"envs = {envs}: expected at least 1 (or None for one environment)")
         self.envs = envs
-        if cfg.compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs
-            self.cost = torch.compile(lambda x: cost(x), mode=mode, dynamic=False)
         self.low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         if self.low.shape != self.high.shape or self.low.dim() != 1 or (self.low >= self.high).any():
             raise ValueError("action bounds must be (A,) vectors with low < high")
         self.action_dim = self.low.shape[0]
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        b, H = cfg.smoothing, cfg.horizon
+        # AR(1) noise as one product: eps_t = sum_j b^(t-j) c_j e_j, c_0 = 1, c_j = sqrt(1 - b^2)
+        t = torch.arange(H, dtype=torch.float64)
+        mix = torch.tril(b ** (t[:, None] - t[None]).clamp(min=0))
+        mix[:, 1:] *= (1 - b * b) ** 0.5
+        self._mix = mix.float().to(self.device)
+        self._iterate = self._iteration
+        if cfg.compile:  # one iteration compiled whole (CUDA graphs on a GPU); the noise comes in from outside
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._iterate = torch.compile(self._iteration, mode=mode, fullgraph=True, dynamic=False)
         self.reset()
 
     @property
@@ -107,7 +114,13 @@ class Planner:
         H, A = self.cfg.horizon, self.action_dim
         self._mean = ((self.low + self.high) / 2).expand(H, self._E, A).clone()  # (H, E, A)
         self._last = self._mean[0].clone()  # (E, A)
-        self.stats = {"dropped_samples": 0, "plans": 0}
+        self._dropped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._plans = 0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Samples dropped for a non-finite cost, and plans made, since the last reset."""
+        return {"dropped_samples": int(self._dropped), "plans": self._plans}
 
     def reset_env(self, e: int) -> None:
         """Forget environment e's previous solution (one of a batch starts a new episode)."""
@@ -131,13 +144,11 @@ class Planner:
         return shifted[:, 0] if self.envs is None else shifted.transpose(0, 1)
 
     def _noise(self, S: int) -> torch.Tensor:
-        """(H, E, S, A) standard normal noise, AR(1)-correlated along the horizon."""
-        H, A, b = self.cfg.horizon, self.action_dim, self.cfg.smoothing
-        eps = torch.randn(H, self._E, S, A, generator=self.gen, device=self.device)
-        scale = (1 - b * b) ** 0.5
-        for t in range(1, H):
-            eps[t] = b * eps[t - 1] + scale * eps[t]
-        return eps
+        """(iterations, H, E, S, A) standard normal noise, AR(1)-correlated along the horizon:
+        one draw for the whole plan."""
+        I, H, A = self.cfg.iterations, self.cfg.horizon, self.action_dim
+        eps = torch.randn(I, H, self._E * S * A, generator=self.gen, device=self.device)
+        return torch.matmul(self._mix, eps).view(I, H, self._E, S, A)
 
     @torch.no_grad()
     def plan(self, prior_chunks: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,7 +160,7 @@ class Planner:
         cfg, H, A, E = self.cfg, self.cfg.horizon, self.action_dim, self._E
         mean = torch.cat((self._mean[1:], self._mean[-1:]), 0)  # warm start, (H, E, A)
         std = torch.full((H, E, A), cfg.init_std, device=self.device)
-        fixed = [mean[:, :, None]]
+        priors = None
         if prior_chunks is not None:
             p = torch.as_tensor(prior_chunks, dtype=torch.float32, device=self.device)
             if self.envs is None:
@@ -158,38 +169,58 @@ class Planner:
                 p = p[None]
             elif p.dim() != 4 or p.shape[0] != E or p.shape[2:] != (H, A):
                 raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, {H}, {A})")
-            fixed.append(p.permute(2, 0, 1, 3))  # (H, E, K, A)
-        for _ in range(cfg.iterations):
-            n_fixed = sum(f.shape[2] for f in fixed)
-            x = mean[:, :, None] + std[:, :, None] * self._noise(max(cfg.samples - n_fixed, 0))
-            x = torch.cat(fixed + [x], 2)
-            x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, E, S, A)
-            S = x.shape[2]
-            c = (self.cost(x.view(H, E * S, A)) + cfg.action_rate * self._rate(x).view(E * S)).view(E, S)
-            ok = torch.isfinite(c)
-            if not ok.all():
-                self.stats["dropped_samples"] += int((~ok).sum())
-                if not ok.any(1).all():
-                    raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
-                c = torch.where(ok, c, torch.full_like(c, float("inf")))
-            k = min(cfg.elites, int(ok.sum(1).min()))
-            ec, idx = torch.topk(c, k, largest=False)  # (E, k)
-            elite = torch.gather(x, 2, idx[None, :, :, None].expand(H, E, k, A))  # (H, E, k, A)
-            if cfg.method == "mppi":
-                spread = cfg.temperature * (ec.std(1, keepdim=True) + 1e-6) if k > 1 else 1.0
-                w = torch.softmax(-(ec - ec[:, :1]) / spread, 1)
-            else:
-                w = torch.full((E, k), 1.0 / k, device=self.device)
-            w = w[None, :, :, None]
-            mean = (w * elite).sum(2)
-            std = ((w * (elite - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(cfg.min_std, cfg.init_std)
-            fixed = [mean[:, :, None]] + fixed[1:]
+            priors = p.permute(2, 0, 1, 3)  # (H, E, K, A)
+        noise = self._noise(max(cfg.samples - 1 - (0 if priors is None else priors.shape[2]), 0))
+        dropped = torch.zeros((), dtype=torch.long, device=self.device)
+        starved = torch.zeros((), dtype=torch.bool, device=self.device)
+        for i in range(cfg.iterations):
+            if cfg.compile and self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            mean, std, bad, none_ok = self._iterate(mean, std, noise[i], priors, self._last)
+            mean, std = mean.clone(), std.clone()  # a CUDA graph's outputs are rewritten by its next replay
+            dropped += bad
+            starved |= none_ok
+        if bool(starved):  # the plan's one wait for the device
+            raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
+        self._dropped += dropped
         self._mean = torch.minimum(torch.maximum(mean, self.low), self.high)
         self._last = self._mean[0].clone()
-        self.stats["plans"] += 1
+        self._plans += 1
         return self.mean.clone()
 
-    def _rate(self, x: torch.Tensor) -> torch.Tensor:
-        """Action-rate penalty per sequence. x: (H, E, S, A) -> (E, S)"""
-        prev = torch.cat((self._last[None, :, None].expand(1, -1, x.shape[2], -1), x[:-1]), 0)
+    def _iteration(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, priors: torch.Tensor | None,
+                   last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One refinement: sample around mean (H, E, A) with noise (H, E, S', A), score the
+        mean, the priors and the samples in one cost call, refit to the elites. Returns the new
+        mean and spread, the number of non-finite costs, and whether some environment had no
+        finite one. No value leaves the device, so it runs whole in one CUDA graph."""
+        cfg = self.cfg
+        H, E, A = mean.shape
+        x = mean[:, :, None] + std[:, :, None] * noise
+        x = torch.cat([mean[:, :, None]] + ([] if priors is None else [priors]) + [x], 2)
+        x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, E, S, A)
+        S = x.shape[2]
+        c = (self.cost(x.view(H, E * S, A)) + cfg.action_rate * self._rate(x, last).view(E * S)).view(E, S)
+        ok = torch.isfinite(c)
+        c = torch.where(ok, c, torch.full_like(c, float("inf")))
+        k = cfg.elites
+        ec, idx = torch.topk(c, k, dim=1, largest=False)  # (E, k), best first
+        elite = torch.gather(x, 2, idx[None, :, :, None].expand(H, E, k, A))  # (H, E, k, A)
+        fin = torch.isfinite(ec)
+        n = fin.sum(1, keepdim=True).clamp(min=1)
+        if cfg.method == "mppi" and k > 1:
+            # weighted by cost, in units of the finite elites' spread; a non-finite one weighs 0
+            mu = torch.where(fin, ec, 0.0).sum(1, keepdim=True) / n
+            spread = ((torch.where(fin, ec - mu, 0.0) ** 2).sum(1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+            w = torch.softmax(-(ec - ec[:, :1]) / (cfg.temperature * (spread + 1e-6)), 1)
+        else:
+            w = fin.float() / n
+        w = w[None, :, :, None]
+        mean = (w * elite).sum(2)
+        std = ((w * (elite - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(cfg.min_std, cfg.init_std)
+        return mean, std, (~ok).sum(), (~ok.any(1)).any()
+
+    def _rate(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Action-rate penalty per sequence. x: (H, E, S, A), last: (E, A) -> (E, S)"""
+        prev = torch.cat((last[None, :, None].expand(1, -1, x.shape[2], -1), x[:-1]), 0)
         return ((x - prev) ** 2).sum((0, 3))
