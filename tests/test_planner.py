@@ -345,7 +345,7 @@ def test_a_compiled_iteration_plans_as_the_eager_one():
     obs, _ = env.reset(seed=0)
     cost = WorldModelCost(wm)
     cost.observe(obs, "lift")
-    cfg = dict(horizon=4, samples=64, iterations=2, elites=8)
+    cfg = dict(horizon=3, samples=64, iterations=2, elites=8)
     eager = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg))
     compiled = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg, compile=True))
     for _ in range(2):

@@ -99,10 +99,10 @@ class Planner:
         mix = torch.tril(b ** (t[:, None] - t[None]).clamp(min=0))
         mix[:, 1:] *= (1 - b * b) ** 0.5
         self._mix = mix.float().to(self.device)
-        self._iterate = self._iteration
-        if cfg.compile:  # one iteration compiled whole (CUDA graphs on a GPU); the noise comes in from outside
+        self._refine = self._refinement
+        if cfg.compile:  # every iteration of a plan compiled as one (one CUDA graph on a GPU)
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._iterate = torch.compile(self._iteration, mode=mode, fullgraph=True, dynamic=False)
+            self._refine = torch.compile(self._refinement, mode=mode, fullgraph=True, dynamic=False)
         self.reset()
 
     @property
@@ -171,15 +171,9 @@ class Planner:
                 raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, {H}, {A})")
             priors = p.permute(2, 0, 1, 3)  # (H, E, K, A)
         noise = self._noise(max(cfg.samples - 1 - (0 if priors is None else priors.shape[2]), 0))
-        dropped = torch.zeros((), dtype=torch.long, device=self.device)
-        starved = torch.zeros((), dtype=torch.bool, device=self.device)
-        for i in range(cfg.iterations):
-            if cfg.compile and self.device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            mean, std, bad, none_ok = self._iterate(mean, std, noise[i], priors, self._last)
-            mean, std = mean.clone(), std.clone()  # a CUDA graph's outputs are rewritten by its next replay
-            dropped += bad
-            starved |= none_ok
+        if cfg.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the last plan's graph outputs are spent
+        mean, dropped, starved = self._refine(mean, std, noise, priors, self._last)
         if bool(starved):  # the plan's one wait for the device
             raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
         self._dropped += dropped
@@ -187,6 +181,18 @@ class Planner:
         self._last = self._mean[0].clone()
         self._plans += 1
         return self.mean.clone()
+
+    def _refinement(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, priors: torch.Tensor | None,
+                    last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every iteration of a plan: the refined mean (H, E, A), the number of non-finite costs,
+        and whether some environment had no finite one in some iteration. No value leaves the
+        device, so it runs whole in one CUDA graph."""
+        dropped = torch.zeros((), dtype=torch.long, device=mean.device)
+        starved = torch.zeros((), dtype=torch.bool, device=mean.device)
+        for i in range(self.cfg.iterations):
+            mean, std, bad, none_ok = self._iteration(mean, std, noise[i], priors, last)
+            dropped, starved = dropped + bad, starved | none_ok
+        return mean, dropped, starved
 
     def _iteration(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, priors: torch.Tensor | None,
                    last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
