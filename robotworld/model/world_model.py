@@ -477,28 +477,54 @@ class WorldModel(nn.Module):
         if context is None and self.last_context is None:
             raise RuntimeError("imagine() needs a context: call encode() first or pass context=")
         temb, _ = context if context is not None else self.last_context
-        B, H, _ = actions.shape
+        B, H, A = actions.shape
+        L, N = self.cfg.latent_dim, self.spec.max_objects
         z = z.expand(B, -1) if z.shape[0] == 1 else z
+        temb1 = temb  # (1 or B, T): a shared task embedding is read once
         temb = temb.expand(B, -1) if temb.shape[0] == 1 else temb
-        latents = torch.cat((z[:, None], self.rollout(z, actions.transpose(0, 1), temb).transpose(0, 1)), 1)
-        heads = self.read(latents, temb)
-        first = {k: v[:, 0] for k, v in heads.items()}
+        # time-major, as the planner's path: every MLP's first layer split by input, so that
+        # what is constant along a sequence (task, start latent) is one product, not H
+        act_t = actions.transpose(0, 1)  # (H, B, A)
+        zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
+        rows = zs.view((H + 1) * B, L)
+        inplace = not torch.is_grad_enabled()
+        hl1, hln, _, hout = self.heads
+        task_share = torch.addmm(hl1.bias, temb1, hl1.weight[:, L:].T)  # (1 or B, Hd)
+        h = self._with_share(rows, hl1.weight[:, :L], task_share)
+        out = hout(F.silu(hln(h), inplace=inplace)).view(H + 1, B, -1)
+        obj_dec = out[..., 2:2 + 3 * N].reshape(H + 1, B, N, 3) * 0.1 + self.pos_offset
         remembered = context is None and self.last_tool is not None
         if anchor is None:
-            anchor = self.last_anchor if remembered else first["object_pos"]
+            anchor = self.last_anchor if remembered else obj_dec[0]
         if tool is None:
-            tool = self.last_tool if remembered else first["tool_pos"]
+            tool = self.last_tool if remembered else out[0, :, 2 + 3 * N:5 + 3 * N] * 0.1 + self.pos_offset
         if goal is None:
-            goal = self.last_goal if remembered else first["goal"]
+            goal = self.last_goal if remembered else out[0, :, 5 + 3 * N:] * 0.1 + self.pos_offset
         if finger is None and remembered:
             finger = self.last_finger
-        N = self.spec.max_objects
-        pos, tool, grasp, collision, reward, success = self.compose(
-            latents[:, 0], latents[:, 1:], {k: v[:, 1:] for k, v in heads.items()}, first, actions.cumsum(1),
-            anchor.reshape(-1, N, 3).expand(B, N, 3), tool.reshape(-1, 3).expand(B, 3),
-            goal.reshape(-1, 3).expand(B, 3), temb, actions[..., -1],
-            None if finger is None else finger.reshape(-1).expand(B))
-        return Imagined(latents, reward, torch.sigmoid(success), grasp, collision, pos, tool)
+        anchor = anchor.reshape(-1, N, 3).expand(B, N, 3)
+        steps = rows[B:]  # z_1 .. z_H, (H * B, L)
+        tl1, tln, _, tout = self.tool
+        th = self._with_share(steps, tl1.weight[:, L:2 * L], self._start_share(tl1, z, L))
+        th = th + act_t.cumsum(0).reshape(H * B, A) @ tl1.weight[:, 2 * L:].T
+        tool_pos = (tout(F.silu(tln(th), inplace=inplace)).view(H, B, 3) * 0.1 + tool.reshape(-1, 3))  # (H, B, 3)
+        ml1, mln, _, mout = self.moved
+        mh = self._with_share(steps, ml1.weight[:, L:], self._start_share(ml1, z, L))
+        moved = torch.sigmoid(mout(F.silu(mln(mh), inplace=inplace))).view(H, B, N)
+        near = (tool_pos[:, :, None] - anchor[None]).norm(dim=-1)  # (H, B, N), as touched()
+        moved = (moved * torch.sigmoid((TOUCH_RADIUS - near) / TOUCH_SOFTNESS).cummax(0).values)[..., None]
+        pos = anchor[None] + moved * (obj_dec[1:] - obj_dec[:1])  # (H, B, N, 3)
+        obj0 = pos[:, :, 0]
+        grasp = self.grasp_prob(out[1:, :, 0], tool_pos, obj0)
+        if finger is not None:  # the gripper gates, as in compose
+            grasp = grasp * gripper_admits(finger.reshape(-1).expand(B), act_t[..., -1], tool_pos, obj0, 0)
+            obj0 = lift_gate(obj0, anchor[None, :, 0], grasp)
+            pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
+        collision = torch.sigmoid(out[1:, :, 1] + self.contact_logit(tool_pos))
+        reward, success = self.outcomes(tool_pos, obj0, goal.reshape(-1, 3).expand(B, 3)[None].expand_as(tool_pos),
+                                        grasp, temb1[None])
+        return Imagined(zs.transpose(0, 1), reward.T, torch.sigmoid(success).T, grasp.T, collision.T,
+                        pos.transpose(0, 1), tool_pos.transpose(0, 1))
 
 
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -519,9 +545,8 @@ class WorldModel(nn.Module):
         H, B, _ = actions.shape
         lin1, ln1, _, lin2, ln2, _, lin3 = self.dynamics  # Linear, LayerNorm, SiLU, ..., Linear
         w = lin1.weight
-        task_drive = temb @ w[:, L + A:].T + lin1.bias  # (1 or B, Hd); rows below are t * B + b
-        task_drive = task_drive if task_drive.shape[0] == 1 else task_drive.repeat(H, 1)
-        drive = torch.addmm(task_drive, actions.reshape(H * B, A), w[:, L:L + A].T).view(H, B, -1)
+        task_drive = torch.addmm(lin1.bias, temb, w[:, L + A:].T)  # (1 or B, Hd); rows below are t * B + b
+        drive = self._with_share(actions.reshape(H * B, A), w[:, L:L + A], task_drive).view(H, B, -1)
         w_z = w[:, :L].T
         z = z.expand(B, -1)
         inplace = not torch.is_grad_enabled()  # in-place activations only where nothing is differentiated
@@ -566,9 +591,8 @@ class WorldModel(nn.Module):
         z = zs[-1]
         hl1, hln, hact, hout = self.heads
         hw = hl1.weight
-        task_head = temb @ hw[:, L:].T + hl1.bias
-        task_head = task_head if task_head.shape[0] == 1 else task_head.repeat(H, 1)
-        h = hact(hln(torch.addmm(task_head, zs.view(H * S, L), hw[:, :L].T)))
+        task_head = torch.addmm(hl1.bias, temb, hw[:, L:].T)
+        h = hact(hln(self._with_share(zs.view(H * S, L), hw[:, :L], task_head)))
         out = torch.addmm(hout.bias[:5], h, hout.weight[:5].T).view(H, S, 5)  # grasp, collision, object 0
         first = self.read(z0_in.expand(temb.shape[0], -1) if z0_in.shape[0] == 1 else z0_in, temb)  # at z_0
         tool = first["tool_pos"] if tool is None else tool.reshape(-1, 3)
@@ -578,11 +602,11 @@ class WorldModel(nn.Module):
         # start latent's share is a constant, the latents' (and summed actions') a product each
         tl1, tln, tact, tout = self.tool
         tw = tl1.weight
-        th = torch.addmm(self._start_share(tl1, z0_in, L, H), zs.view(H * S, L), tw[:, L:2 * L].T)
+        th = self._with_share(zs.view(H * S, L), tw[:, L:2 * L], self._start_share(tl1, z0_in, L))
         th.addmm_(actions.cumsum(0).view(H * S, A), tw[:, 2 * L:].T)
         tool_pos = tout(tact(tln(th))).view(H, S, 3).mul_(0.1).add_(tool)
         ml1, mln, mact, mout = self.moved
-        mh = mact(mln(torch.addmm(self._start_share(ml1, z0_in, L, H), zs.view(H * S, L), ml1.weight[:, L:].T)))
+        mh = mact(mln(self._with_share(zs.view(H * S, L), ml1.weight[:, L:], self._start_share(ml1, z0_in, L))))
         moved = torch.sigmoid(torch.addmm(mout.bias[:1], mh, mout.weight[:1].T)).view(H, S, 1)
         moved = moved * touched(tool_pos, obj0, 0)[..., None]
         obj = obj0 + moved * (out[..., 2:5] * 0.1 + self.pos_offset - first["object_pos"][:, 0])
@@ -595,10 +619,19 @@ class WorldModel(nn.Module):
         return Outcomes(reward, torch.sigmoid(success), collision, z, grasp, tool_pos, obj, goal)
 
     @staticmethod
-    def _start_share(first: nn.Linear, z0: torch.Tensor, L: int, H: int) -> torch.Tensor:
-        """bias + z_0's share of a first layer that reads (z_0, z_t, ...), as rows t * S + s."""
-        share = torch.addmm(first.bias, z0, first.weight[:, :L].T)  # (1 or S, out)
-        return share if share.shape[0] == 1 else share.repeat(H, 1)
+    def _start_share(first: nn.Linear, z0: torch.Tensor, L: int) -> torch.Tensor:
+        """bias + z_0's share of a first layer that reads (z_0, z_t, ...): (1 or S, out)."""
+        return torch.addmm(first.bias, z0, first.weight[:, :L].T)
+
+    @staticmethod
+    def _with_share(rows: torch.Tensor, weight: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+        """rows (R * B, k) times weight (out, k) transposed, plus share (1 or B, out) broadcast over
+        the R blocks of B rows (row r * B + b gets share[b]), without repeating share R times.
+        -> (R * B, out)"""
+        if share.shape[0] == 1:
+            return torch.addmm(share, rows, weight.T)
+        out = rows @ weight.T
+        return out.view(-1, share.shape[0], out.shape[-1]).add_(share).view_as(out)
 
 
 def config_dict(spec: ModelSpec, cfg: ModelConfig) -> dict[str, Any]:
