@@ -68,6 +68,23 @@ def test_priors_are_scored_and_non_finite_samples_dropped():
     assert float(quadratic(a[:, None])) < 0.05
 
 
+def test_the_switch_dimension_can_flip_where_the_noise_never_reaches():
+    """A cost that pays only for a gripper held open over the whole horizon, from a mean that
+    keeps it closed and noise too small to reach across: only the switch proposals find it."""
+    def open_all_along(x):  # (H, S, A) -> (S,)
+        return 1.0 - (x[..., 2] > 0.9).all(0).float() + 0.01 * (x[..., :2] ** 2).sum((0, 2))
+
+    for switch, opened in ((-1, False), (2, True)):
+        cfg = PlannerConfig(horizon=6, samples=64, iterations=3, elites=8, init_std=0.05, action_rate=0.0,
+                            switch_dim=switch)
+        p = Planner(open_all_along, -torch.ones(3), torch.ones(3), cfg)
+        p._mean[..., 2] = -1.0  # closed
+        a = p.plan()
+        assert bool((a[:, 2] > 0.9).all()) == opened, a
+    with pytest.raises(ValueError, match="switch_dim = 3, but actions have 3"):
+        Planner(open_all_along, -torch.ones(3), torch.ones(3), PlannerConfig(samples=64, elites=8, switch_dim=3)).plan()
+
+
 def test_impossible_configs_are_refused():
     with pytest.raises(ValueError, match="elites = 64 is more than samples = 32"):
         PlannerConfig(samples=32, elites=64)

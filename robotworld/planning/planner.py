@@ -47,6 +47,11 @@ class PlannerConfig:
     plan collapsed to standing still."""
     seed: int = 0
     """Seed of the sampling noise."""
+    switch_dim: int = -1
+    """An action dimension with a binary meaning, such as a gripper's open / close command (-1:
+    none). Each iteration also scores the mean with that dimension held at its low bound, and
+    at its high bound, over the whole horizon: smooth noise around a mean that keeps the gripper
+    closed rarely reaches across to open it, and a plan that never opens cannot grasp again."""
     compile: bool = False
     """Compile the cost with torch.compile (CUDA graphs on a GPU): a slow first plan, then
     faster ones. Needs a C++ compiler on CPU."""
@@ -54,6 +59,8 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.method not in ("mppi", "cem"):
             raise ValueError(f"method = '{self.method}': expected mppi or cem")
+        if self.switch_dim < -1:
+            raise ValueError(f"switch_dim = {self.switch_dim}: expected an action dimension, or -1 for none")
         for name in ("horizon", "samples", "iterations", "elites"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: expected at least 1")
@@ -170,7 +177,10 @@ class Planner:
             elif p.dim() != 4 or p.shape[0] != E or p.shape[2:] != (H, A):
                 raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, {H}, {A})")
             priors = p.permute(2, 0, 1, 3)  # (H, E, K, A)
-        noise = self._noise(max(cfg.samples - 1 - (0 if priors is None else priors.shape[2]), 0))
+        if cfg.switch_dim >= A:
+            raise ValueError(f"switch_dim = {cfg.switch_dim}, but actions have {A} dimensions")
+        fixed = 1 + 2 * (cfg.switch_dim >= 0) + (0 if priors is None else priors.shape[2])
+        noise = self._noise(max(cfg.samples - fixed, 0))
         if cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the last plan's graph outputs are spent
         mean, dropped, starved = self._refine(mean, std, noise, priors, self._last)
@@ -203,7 +213,14 @@ class Planner:
         cfg = self.cfg
         H, E, A = mean.shape
         x = mean[:, :, None] + std[:, :, None] * noise
-        x = torch.cat([mean[:, :, None]] + ([] if priors is None else [priors]) + [x], 2)
+        parts = [mean[:, :, None]]
+        if cfg.switch_dim >= 0:  # the mean with the switch held at each bound
+            d = cfg.switch_dim
+            for bound in (self.low[d], self.high[d]):
+                held = mean.clone()
+                held[..., d] = bound
+                parts.append(held[:, :, None])
+        x = torch.cat(parts + ([] if priors is None else [priors]) + [x], 2)
         x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, E, S, A)
         S = x.shape[2]
         c = (self.cost(x.view(H, E * S, A)) + cfg.action_rate * self._rate(x, last).view(E * S)).view(E, S)
