@@ -12,8 +12,7 @@ class MPCPolicy:
 
     Args:
         checkpoint: world-model checkpoint ('default': the shipped one).
-        planner: PlannerConfig fields (horizon, samples, iterations, ...); ``switch_dim``
-            defaults to the gripper command, the last action dimension (-1 turns it off).
+        planner: PlannerConfig fields (horizon, samples, iterations, ...).
         weights: CostWeights fields (collision=0 turns collision avoidance off).
         device: auto, cpu or cuda.
         seed: seed of the planner's sampling noise.
@@ -28,9 +27,7 @@ class MPCPolicy:
         self.device = pick_device(device)
         self.model = load(checkpoint, self.device)
         self.cost = WorldModelCost(self.model, CostWeights(**(weights or {})))
-        # the gripper command (the last action dimension) is the planner's switch by default
-        self.planner_cfg = PlannerConfig(**{"seed": seed or 0, "switch_dim": self.model.spec.action_dim - 1,
-                                            **(planner or {})})
+        self.planner_cfg = PlannerConfig(**{"seed": seed or 0, **(planner or {})})
         self.planner = self.batch_planner = None
         self.task = None
 

@@ -177,7 +177,7 @@ def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
 
 def test_gripper_gate_cases():
     """gripper_admits on hand-made steps (time along dim 1): holding at the start passes; an
-    empty closed gripper passes only after opening and once the tool has been centred."""
+    empty gripper passes only once it closes with the tool centred, after having been open."""
     from robotworld.model.world_model import gripper_admits
 
     H = 5
@@ -194,6 +194,10 @@ def test_gripper_gate_cases():
     assert gate(0.08, closed, centred_from_3 + 0.03).max() < 1e-3  # open, never centred
     assert gate(0.08, closed, centred_from_3)[3:].min() > 0.99  # open at the start, centred
     assert gate(0.04, closed, centred_from_3 + 0.1).min() > 0.99  # closed on a 4 cm object
+    # centred only while open (steps 1-2), then off by 3 cm when it closes: no grasp
+    passes_over = torch.tensor([[0.0, 0.0, 0.03]] + [[0.0, 0.0, 0.005]] * 2 + [[0.03, 0.0, 0.005]] * 2)[None]
+    assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0]]), passes_over).max() < 1e-3
+    assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]]), centred_from_3).max() < 1e-3  # never closes
 
 
 def test_gripper_gate_opening_matches_the_robot():

@@ -69,10 +69,11 @@ plan that keeps a closed, empty gripper next to the object was imagined as holdi
 it: the planner found that error and stayed there (lift, seed 1). An opening between
 HOLD_MIN_OPENING and HELD_MAX_OPENING may be a grasp already made: the learned head decides."""
 CENTRED_XY, CENTRED_Z = 0.015, 0.015
-"""A new grasp also needs the tool centred on the object at some step: within CENTRED_XY
-across and CENTRED_Z in height. The expert's first grasped step is within 0.2 cm; planner
-grasps that failed closed 2 cm off across or 2-3 cm above the centre, and the learned hold
-gate, which also covers objects held off-centre once lifted, still gave those 0.9."""
+"""A new grasp also needs the tool centred on the object at a step where the plan commands the
+gripper closed (below ADMIT_OPENING): within CENTRED_XY across and CENTRED_Z in height. The
+expert's first grasped step is within 0.2 cm. Planner grasps that failed closed 2 cm off across
+or 2-3 cm above the centre, or passed over the centre and closed 3 cm beyond it. The learned
+hold gate, which also covers objects held off-centre once lifted, still gave those 0.9."""
 LIFT_FREE = 0.01
 """How far (m) an object may rise above its start without being grasped (tipping, bumps):
 imagination scales any rise beyond this by the grasp probability."""
@@ -200,9 +201,9 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
                    dim: int) -> torch.Tensor:
     """Soft 0/1, per step, that the gripper could hold the object: it started closed on
     something (observed opening ``finger`` between HOLD_MIN_OPENING and HELD_MAX_OPENING),
-    or it has been open (at the start, or a step commanded ADMIT_OPENING) and the tool has been
-    centred on the object (within CENTRED_XY across and CENTRED_Z in height) at some step so
-    far. finger: (B,) or (S or 1,) metres; grip: gripper actions (B, H) along ``dim`` 1 or
+    or, at some step so far, it was commanded closed (below ADMIT_OPENING) with the tool
+    centred on the object (within CENTRED_XY across and CENTRED_Z in height), having been open
+    by then (at the start, or a step that commanded ADMIT_OPENING). finger: (B,) or (S or 1,) metres; grip: gripper actions (B, H) along ``dim`` 1 or
     (H, S) along ``dim`` 0; tool, obj: imagined positions, grip's shape plus (3,).
     Returns grip's shape."""
     soft = OPENING_SOFTNESS
@@ -211,10 +212,11 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
     held = torch.sigmoid((f - HOLD_MIN_OPENING) / soft) * torch.sigmoid((HELD_MAX_OPENING - f) / soft)
     opened = torch.sigmoid(((grip + 1) * (FINGER_MAX_OPENING / 2) - ADMIT_OPENING) / soft)
     opened = torch.maximum(opened.cummax(dim).values, torch.sigmoid((f - ADMIT_OPENING) / soft))
+    closing = torch.sigmoid((ADMIT_OPENING - (grip + 1) * (FINGER_MAX_OPENING / 2)) / soft)
     d = tool - obj
     centred = (torch.sigmoid((CENTRED_XY - d[..., :2].norm(dim=-1)) / soft)
-               * torch.sigmoid((CENTRED_Z - d[..., 2].abs()) / soft)).cummax(dim).values
-    return torch.maximum(held, opened * centred)
+               * torch.sigmoid((CENTRED_Z - d[..., 2].abs()) / soft))
+    return torch.maximum(held, (opened * centred * closing).cummax(dim).values)
 
 
 def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> torch.Tensor:

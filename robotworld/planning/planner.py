@@ -6,7 +6,9 @@ policy's proposals and the mean itself), score every sequence in one batched cal
 elites, and refit the mean and spread (MPPI: exponentially weighted by cost; CEM: uniform over
 the elites). The mean is warm-started from the previous call's solution shifted by one step.
 Actions always stay inside the bounds; a sample whose cost is not finite is dropped and counted,
-never chosen.
+never chosen. A planner made with ``envs=E`` plans for E environments at once, tensors
+``(horizon, E, samples, action_dim)``, in one cost call per iteration. Nothing in an iteration
+waits for the device, so with ``compile`` a whole plan is one CUDA graph on a GPU.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ class PlannerConfig:
     """An action dimension with a binary meaning, such as a gripper's open / close command (-1:
     none). Each iteration also scores the mean with that dimension held at its low bound, and
     at its high bound, over the whole horizon: smooth noise around a mean that keeps the gripper
-    closed rarely reaches across to open it, and a plan that never opens cannot grasp again."""
+    closed rarely reaches across to open it, and a plan that never opens cannot grasp again.
+    On lift it did harm (BENCHMARKS.md): the closed proposals were taken too early."""
     compile: bool = False
-    """Compile the cost with torch.compile (CUDA graphs on a GPU): a slow first plan, then
-    faster ones. Needs a C++ compiler on CPU."""
+    """Compile every iteration of a plan as one function (torch.compile, whole graph; on a GPU
+    one CUDA graph a plan): about a minute before the first plan, faster ones after. Needs a
+    C++ compiler on CPU."""
 
     def __post_init__(self) -> None:
         if self.method not in ("mppi", "cem"):
