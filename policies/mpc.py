@@ -12,7 +12,8 @@ class MPCPolicy:
 
     Args:
         checkpoint: world-model checkpoint ('default': the shipped one).
-        planner: PlannerConfig fields (horizon, samples, iterations, ...).
+        planner: PlannerConfig fields (horizon, samples, iterations, ...); by default the
+            gripper command is the switch, held open (switch_dim=-1 turns it off).
         weights: CostWeights fields (collision=0 turns collision avoidance off).
         device: auto, cpu or cuda.
         seed: seed of the planner's sampling noise.
@@ -27,7 +28,11 @@ class MPCPolicy:
         self.device = pick_device(device)
         self.model = load(checkpoint, self.device)
         self.cost = WorldModelCost(self.model, CostWeights(**(weights or {})))
-        self.planner_cfg = PlannerConfig(**{"seed": seed or 0, **(planner or {})})
+        # the gripper command (the last action dimension, +1 opens) is the planner's switch: each
+        # iteration also scores the mean with the gripper held open, so that a closed, empty
+        # gripper can be planned open again (lift: 30 of 40 with it, 26 of 40 without)
+        self.planner_cfg = PlannerConfig(**{"seed": seed or 0, "switch_dim": self.model.spec.action_dim - 1,
+                                            "switch_to": "high", **(planner or {})})
         self.planner = self.batch_planner = None
         self.task = None
 

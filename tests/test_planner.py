@@ -74,13 +74,15 @@ def test_the_switch_dimension_can_flip_where_the_noise_never_reaches():
     def open_all_along(x):  # (H, S, A) -> (S,)
         return 1.0 - (x[..., 2] > 0.9).all(0).float() + 0.01 * (x[..., :2] ** 2).sum((0, 2))
 
-    for switch, opened in ((-1, False), (2, True)):
+    for switch, to, opened in ((-1, "both", False), (2, "both", True), (2, "high", True), (2, "low", False)):
         cfg = PlannerConfig(horizon=6, samples=64, iterations=3, elites=8, init_std=0.05, action_rate=0.0,
-                            switch_dim=switch)
+                            switch_dim=switch, switch_to=to)
         p = Planner(open_all_along, -torch.ones(3), torch.ones(3), cfg)
         p._mean[..., 2] = -1.0  # closed
         a = p.plan()
         assert bool((a[:, 2] > 0.9).all()) == opened, a
+    with pytest.raises(ValueError, match="switch_to = 'open'"):
+        PlannerConfig(switch_dim=2, switch_to="open")
     with pytest.raises(ValueError, match="switch_dim = 3, but actions have 3"):
         Planner(open_all_along, -torch.ones(3), torch.ones(3), PlannerConfig(samples=64, elites=8, switch_dim=3)).plan()
 

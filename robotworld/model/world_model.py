@@ -203,8 +203,9 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
     something (observed opening ``finger`` between HOLD_MIN_OPENING and HELD_MAX_OPENING),
     or, at some step so far, it was commanded closed (below ADMIT_OPENING) with the tool
     centred on the object (within CENTRED_XY across and CENTRED_Z in height), having been open
-    by then (at the start, or a step that commanded ADMIT_OPENING). finger: (B,) or (S or 1,) metres; grip: gripper actions (B, H) along ``dim`` 1 or
-    (H, S) along ``dim`` 0; tool, obj: imagined positions, grip's shape plus (3,).
+    by then (at the start, or a step that commanded ADMIT_OPENING). finger: (B,) or (S or 1,)
+    metres; grip: gripper actions (B, H) along ``dim`` 1 or (H, S) along ``dim`` 0; tool, obj:
+    imagined positions, grip's shape plus (3,).
     Returns grip's shape."""
     soft = OPENING_SOFTNESS
     f = finger.reshape(-1)

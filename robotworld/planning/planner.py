@@ -53,8 +53,11 @@ class PlannerConfig:
     """An action dimension with a binary meaning, such as a gripper's open / close command (-1:
     none). Each iteration also scores the mean with that dimension held at its low bound, and
     at its high bound, over the whole horizon: smooth noise around a mean that keeps the gripper
-    closed rarely reaches across to open it, and a plan that never opens cannot grasp again.
-    On lift it did harm (BENCHMARKS.md): the closed proposals were taken too early."""
+    closed rarely reaches across to open it, and a plan that never opens cannot grasp again."""
+    switch_to: str = "both"
+    """Which held proposals ``switch_dim`` adds: both (its low and its high bound), low or high.
+    MPC on lift holds the gripper open only ('high'): with both, the closed proposal was taken
+    before the tool was over the object (BENCHMARKS.md)."""
     compile: bool = False
     """Compile every iteration of a plan as one function (torch.compile, whole graph; on a GPU
     one CUDA graph a plan): about a minute before the first plan, faster ones after. Needs a
@@ -63,6 +66,8 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.method not in ("mppi", "cem"):
             raise ValueError(f"method = '{self.method}': expected mppi or cem")
+        if self.switch_to not in ("both", "low", "high"):
+            raise ValueError(f"switch_to = '{self.switch_to}': expected both, low or high")
         if self.switch_dim < -1:
             raise ValueError(f"switch_dim = {self.switch_dim}: expected an action dimension, or -1 for none")
         for name in ("horizon", "samples", "iterations", "elites"):
@@ -183,7 +188,7 @@ class Planner:
             priors = p.permute(2, 0, 1, 3)  # (H, E, K, A)
         if cfg.switch_dim >= A:
             raise ValueError(f"switch_dim = {cfg.switch_dim}, but actions have {A} dimensions")
-        fixed = 1 + 2 * (cfg.switch_dim >= 0) + (0 if priors is None else priors.shape[2])
+        fixed = 1 + len(self._switch_bounds()) + (0 if priors is None else priors.shape[2])
         noise = self._noise(max(cfg.samples - fixed, 0))
         if cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the last plan's graph outputs are spent
@@ -218,12 +223,10 @@ class Planner:
         H, E, A = mean.shape
         x = mean[:, :, None] + std[:, :, None] * noise
         parts = [mean[:, :, None]]
-        if cfg.switch_dim >= 0:  # the mean with the switch held at each bound
-            d = cfg.switch_dim
-            for bound in (self.low[d], self.high[d]):
-                held = mean.clone()
-                held[..., d] = bound
-                parts.append(held[:, :, None])
+        for bound in self._switch_bounds():  # the mean with the switch held at a bound
+            held = mean.clone()
+            held[..., cfg.switch_dim] = bound
+            parts.append(held[:, :, None])
         x = torch.cat(parts + ([] if priors is None else [priors]) + [x], 2)
         x = torch.minimum(torch.maximum(x, self.low), self.high)  # (H, E, S, A)
         S = x.shape[2]
@@ -246,6 +249,12 @@ class Planner:
         mean = (w * elite).sum(2)
         std = ((w * (elite - mean[:, :, None]) ** 2).sum(2)).sqrt().clamp(cfg.min_std, cfg.init_std)
         return mean, std, (~ok).sum(), (~ok.any(1)).any()
+
+    def _switch_bounds(self) -> list[torch.Tensor]:
+        d, to = self.cfg.switch_dim, self.cfg.switch_to
+        if d < 0:
+            return []
+        return [b for b, name in ((self.low[d], "low"), (self.high[d], "high")) if to in (name, "both")]
 
     def _rate(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Action-rate penalty per sequence. x: (H, E, S, A), last: (E, A) -> (E, S)"""
