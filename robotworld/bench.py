@@ -501,7 +501,8 @@ class PlannerBenchConfig:
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     compile: bool = False
-    """torch.compile the cost (CUDA graphs on a GPU); compile time is not counted."""
+    """Compile every iteration of a plan as one function (one CUDA graph a plan on a GPU);
+    compile time is not counted."""
     vs: str = ""
     """Also time a peer planner on the same model, samples, horizon and iterations:
     pytorch_mppi (pip install pytorch-mppi, in robotworld's dev extra)."""

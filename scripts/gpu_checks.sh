@@ -47,7 +47,7 @@ nvidia-smi -L
 # the figures
 step bench_imagine 120 bench imagine --device $DEVICE --json
 step bench_planner 200 bench planner --device $DEVICE --vs pytorch_mppi --batch-envs 64 --task lift --json
-step bench_planner_tf32 120 bench planner --device $DEVICE --tf32 --settings 1024x16x6 --batch-envs 64 --task lift --json
+step bench_planner_tf32 120 bench planner --device $DEVICE --tf32 true --settings 1024x16x6 --batch-envs 64 --task lift --json
 step bench_collision 200 bench collision --device $DEVICE --speed-queries 4194304 --json
 
 
@@ -68,6 +68,6 @@ step train_collision 150 train collision --device $DEVICE --queries 65536 --val-
   --out "$work/collision.pt" --json
 
 # last: compilation takes a while before the first plan
-step bench_planner_compile 150 bench planner --device $DEVICE --compile --settings 1024x16x6 --batch-envs 64 \
+step bench_planner_compile 240 bench planner --device $DEVICE --compile true --tf32 true --settings 1024x16x6 --batch-envs 64 \
   --task lift --plans 50 --json
 rm -rf "$work"
