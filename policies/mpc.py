@@ -73,8 +73,7 @@ class MPCPolicy:
 
     def act_batch(self, observations: list[dict]) -> np.ndarray:
         """The next action of each environment, from one plan over all of them. -> (E, A)"""
-        batch = {k: np.stack([o[k] for o in observations]) for k in ("proprio", "objects", "goal")}
-        if "instruction" in observations[0]:
-            batch["instruction"] = [o["instruction"] for o in observations]
-        self.cost.observe(batch, self.task)
+        from robotworld.planning.costs import stack_observations
+
+        self.cost.observe(stack_observations(observations), self.task)
         return self.batch_planner.plan()[:, 0].cpu().numpy()

@@ -608,6 +608,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     from robotworld.model import checkpoint as ckpt
     from robotworld.model.train import pick_device
     from robotworld.planning import Planner, PlannerConfig, WorldModelCost
+    from robotworld.planning.costs import stack_observations
 
     settings = parse_settings(cfg.settings)
     if cfg.batch_envs < 0:
@@ -663,11 +664,8 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
             planner_flops = 2 * macs * S * H * it / float(np.median(times))
     if cfg.batch_envs:
         E = cfg.batch_envs
-        obs = [env.reset(seed=k)[0] for k in range(E)]
-        batch = {k: np.stack([o[k] for o in obs]) for k in ("proprio", "objects", "goal")}
-        batch["instruction"] = [o["instruction"] for o in obs]
         many = WorldModelCost(model)
-        many.observe(batch, cfg.task)
+        many.observe(stack_observations([env.reset(seed=k)[0] for k in range(E)]), cfg.task)
         times = timed(planner(many, *settings[0], envs=E))
         out["batch_envs"] = E
         out["batch_plan_ms_p50"] = round(float(np.median(times)) * 1e3, 2)

@@ -336,12 +336,12 @@ def test_world_model_cost_scores_a_batch_of_environments_as_each_alone():
     import sims
     from robotworld.model import load
     from robotworld.planning import WorldModelCost
+    from robotworld.planning.costs import stack_observations
 
     wm = load("default")
     env = sims.make("lift")
     obs = [env.reset(seed=s)[0] for s in range(3)]
-    batch = {k: np.stack([o[k] for o in obs]) for k in ("proprio", "objects", "goal")}
-    batch["instruction"] = [o["instruction"] for o in obs]
+    batch = stack_observations(obs)
     S = 32
     x = torch.rand(8, 3 * S, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     cost = WorldModelCost(wm)

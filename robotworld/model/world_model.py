@@ -337,9 +337,12 @@ class WorldModel(nn.Module):
         """Head outputs for latents z: (..., L); temb broadcast to match."""
         while temb.dim() < z.dim():
             temb = temb.unsqueeze(-2)
-        out = self.heads(torch.cat((z, temb.expand(*z.shape[:-1], -1)), -1))
+        return self._decode(self.heads(torch.cat((z, temb.expand(*z.shape[:-1], -1)), -1)))
+
+    def _decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heads' raw outputs (..., 2 + 3N + 6) as named values, positions in metres."""
         n = self.spec.max_objects
-        pos = out[..., 2:2 + 3 * n].reshape(*z.shape[:-1], n, 3) * 0.1 + self.pos_offset  # metres
+        pos = out[..., 2:2 + 3 * n].reshape(*out.shape[:-1], n, 3) * 0.1 + self.pos_offset
         tool = out[..., 2 + 3 * n:5 + 3 * n] * 0.1 + self.pos_offset
         goal = out[..., 5 + 3 * n:] * 0.1 + self.pos_offset
         return {"grasp": out[..., 0], "collision": out[..., 1], "object_pos": pos, "tool_pos": tool,
@@ -494,15 +497,15 @@ class WorldModel(nn.Module):
         hl1, hln, _, hout = self.heads
         task_share = torch.addmm(hl1.bias, temb1, hl1.weight[:, L:].T)  # (1 or B, Hd)
         h = self._with_share(rows, hl1.weight[:, :L], task_share)
-        out = hout(F.silu(hln(h), inplace=inplace)).view(H + 1, B, -1)
-        obj_dec = out[..., 2:2 + 3 * N].reshape(H + 1, B, N, 3) * 0.1 + self.pos_offset
+        heads = self._decode(hout(F.silu(hln(h), inplace=inplace)).view(H + 1, B, -1))  # steps 0 .. H
+        obj_dec = heads["object_pos"]
         remembered = context is None and self.last_tool is not None
         if anchor is None:
             anchor = self.last_anchor if remembered else obj_dec[0]
         if tool is None:
-            tool = self.last_tool if remembered else out[0, :, 2 + 3 * N:5 + 3 * N] * 0.1 + self.pos_offset
+            tool = self.last_tool if remembered else heads["tool_pos"][0]
         if goal is None:
-            goal = self.last_goal if remembered else out[0, :, 5 + 3 * N:] * 0.1 + self.pos_offset
+            goal = self.last_goal if remembered else heads["goal"][0]
         if finger is None and remembered:
             finger = self.last_finger
         anchor = anchor.reshape(-1, N, 3).expand(B, N, 3)
@@ -514,16 +517,15 @@ class WorldModel(nn.Module):
         ml1, mln, _, mout = self.moved
         mh = self._with_share(steps, ml1.weight[:, L:], self._start_share(ml1, z, L))
         moved = torch.sigmoid(mout(F.silu(mln(mh), inplace=inplace))).view(H, B, N)
-        near = (tool_pos[:, :, None] - anchor[None]).norm(dim=-1)  # (H, B, N), as touched()
-        moved = (moved * torch.sigmoid((TOUCH_RADIUS - near) / TOUCH_SOFTNESS).cummax(0).values)[..., None]
+        moved = (moved * touched(tool_pos.transpose(0, 1), anchor, 1).transpose(0, 1))[..., None]
         pos = anchor[None] + moved * (obj_dec[1:] - obj_dec[:1])  # (H, B, N, 3)
         obj0 = pos[:, :, 0]
-        grasp = self.grasp_prob(out[1:, :, 0], tool_pos, obj0)
+        grasp = self.grasp_prob(heads["grasp"][1:], tool_pos, obj0)
         if finger is not None:  # the gripper gates, as in compose
             grasp = grasp * gripper_admits(finger.reshape(-1).expand(B), act_t[..., -1], tool_pos, obj0, 0)
             obj0 = lift_gate(obj0, anchor[None, :, 0], grasp)
             pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
-        collision = torch.sigmoid(out[1:, :, 1] + self.contact_logit(tool_pos))
+        collision = torch.sigmoid(heads["collision"][1:] + self.contact_logit(tool_pos))
         reward, success = self.outcomes(tool_pos, obj0, goal.reshape(-1, 3).expand(B, 3)[None].expand_as(tool_pos),
                                         grasp, temb1[None])
         return Imagined(zs.transpose(0, 1), reward.T, torch.sigmoid(success).T, grasp.T, collision.T,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ class CostWeights:
     points the way from there."""
     gamma: float = 0.95
     """Discount over the horizon."""
+
+
+def stack_observations(observations: list[dict]) -> dict:
+    """E observations of one task as one batch for ``WorldModelCost.observe``: proprio (E, 22),
+    objects (E, 7n), goal (E, 3), and the E instructions when there are any."""
+    batch = {k: np.stack([o[k] for o in observations]) for k in ("proprio", "objects", "goal")}
+    if "instruction" in observations[0]:
+        batch["instruction"] = [o["instruction"] for o in observations]
+    return batch
 
 
 class WorldModelCost:
