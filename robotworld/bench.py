@@ -20,62 +20,104 @@ class EnvBenchConfig:
     """Control steps for the single-env and raw-physics figures."""
     num_envs: int = 16
     """Copies for the batched figures (process and threaded vector forms, one worker per core)."""
+    rounds: int = 10
+    """Turns the single env, its bare physics and the vector forms take, steps / rounds env
+    steps each: every ratio is the median over rounds (a shared machine drifts within seconds)."""
     render_steps: int = 300
     """Control steps for the figure with both 96x96 cameras on (0 skips it)."""
     seed: int = 0
     """Seed of the random actions and episodes."""
 
 
-def _single(task: str, steps: int, seed: int, **overrides):
-    """Step one env with random actions; record each episode's spec and controls."""
-    import sims
+class _Interleaved:
+    """One env, a bare copy of its physics and the suite's two vector forms, stepped in turns.
 
-    env = sims.make(task, **overrides)
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (steps, env.action_space.shape[0])).astype(np.float32)
-    env.reset(seed=seed)
-    u = env.unwrapped
-    for _ in range(50):  # warm-up
-        env.step(actions[0])
-    env.reset(seed=seed)
-    # the controls are recorded into a preallocated array, so that recording them costs
-    # the timed loop one row copy per step
-    ctrl, recorded = u.physics.data.ctrl, np.empty((steps, u.physics.data.ctrl.size))
-    segments, start = [], 0
-    t0 = time.perf_counter()
-    for k in range(steps):
-        _, _, term, trunc, _ = env.step(actions[k])
-        recorded[k] = ctrl
-        if term or trunc:
-            segments.append((u.episode, recorded[start:k + 1]))
-            env.reset()
-            start = k + 1
-    elapsed = time.perf_counter() - t0
-    segments.append((u.episode, recorded[start:]))
-    return env, elapsed, segments
-
-
-def _raw_physics(cfg, segments) -> float:
-    """Seconds of bare mj_step replaying the recorded controls of each episode.
-
-    A second simulation of the same task is reset to each recorded episode (same model
-    fields, same start state), so it does the same physics work as the env did.
+    Each ``round`` steps the env for a chunk of random actions, replays that chunk's controls
+    on the bare physics (``mj_step`` alone, from the same states), then steps each vector form
+    for about as many env steps. Every ratio ``bench env`` reports is taken within a round and
+    the median over rounds reported: on a shared machine whose speed drifts by tens of percent
+    within seconds, figures measured one after another compare the drift as much as the code.
     """
-    import mujoco
 
-    from sims.mujoco_physics import MujocoPhysics
+    def __init__(self, task: str, steps: int, num_envs: int, seed: int) -> None:
+        import sims
+        from sims.mujoco_physics import MujocoPhysics
+        from sims.vector import ProcessVectorEnv, ThreadedVectorEnv
 
-    raw = MujocoPhysics(cfg)
-    m, d, n = raw.model, raw.data, raw.substeps
-    total = 0.0
-    for episode, ctrls in segments:
-        raw.reset(episode)
+        self.env = env = sims.make(task)
+        self.u = u = env.unwrapped
+        rng = np.random.default_rng(seed)
+        self.actions = rng.uniform(-1, 1, (steps + 50, env.action_space.shape[0])).astype(np.float32)
+        env.reset(seed=seed)
+        for k in range(50):  # warm-up
+            env.step(self.actions[steps + k])
+        env.reset(seed=seed)
+        self.raw = MujocoPhysics(u.cfg)
+        self.raw.reset(u.episode)
+        self.k = 0
+        self.num_envs = num_envs
+        self.vec = {}
+        self.vec_actions = rng.uniform(-1, 1, (steps, num_envs, env.action_space.shape[0])).astype(np.float32)
+        self.vk = 0
+        try:
+            for form, cls in (("process", ProcessVectorEnv), ("threaded", ThreadedVectorEnv)):
+                self.vec[form] = v = cls(task, num_envs)
+                v.reset(seed=seed)
+                for k in range(10):  # warm-up
+                    v.step(self.vec_actions[k])
+        except BaseException:
+            self.close()
+            raise
+
+    def single(self, n: int) -> tuple[float, float]:
+        """Step the env n times, then replay its controls on the bare physics: (env s, bare s).
+
+        The controls are recorded into a preallocated array, so that recording them costs the
+        timed loop one row copy per step; the bare physics is reset, untimed, wherever the env
+        was (the env's resets are part of its time, as they are of a user's).
+        """
+        import mujoco
+
+        env, u, raw = self.env, self.u, self.raw
+        ctrl = u.physics.data.ctrl
+        recorded = np.empty((n, ctrl.size))
+        resets = []  # (last step of an episode, the next episode)
+        acts = self.actions[self.k:self.k + n]
+        self.k += n
         t0 = time.perf_counter()
-        for c in ctrls:
-            d.ctrl[:] = c
-            mujoco.mj_step(m, d, n)
-        total += time.perf_counter() - t0
-    return total
+        for i in range(n):
+            _, _, term, trunc, _ = env.step(acts[i])
+            recorded[i] = ctrl
+            if term or trunc:
+                env.reset()
+                resets.append((i, u.episode))
+        t_env = time.perf_counter() - t0
+        m, d, sub, raw_ctrl = raw.model, raw.data, raw.substeps, raw.data.ctrl
+        t_raw, start = 0.0, 0
+        for end, episode in resets + [(n - 1, None)]:
+            t0 = time.perf_counter()
+            for c in recorded[start:end + 1]:
+                raw_ctrl[:] = c
+                mujoco.mj_step(m, d, sub)
+            t_raw += time.perf_counter() - t0
+            if episode is not None:
+                raw.reset(episode)
+            start = end + 1
+        return t_env, t_raw
+
+    def vector(self, form: str, n: int) -> float:
+        """Seconds for n steps of a vector form (n * num_envs env steps)."""
+        v, acts = self.vec[form], self.vec_actions
+        t0 = time.perf_counter()
+        for _ in range(n):
+            v.step(acts[self.vk % len(acts)])
+            self.vk += 1
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        for v in self.vec.values():
+            v.close()
+        self.env.close()
 
 
 def _vector(form: str, task: str, num_envs: int, steps: int, seed: int) -> float:
@@ -171,37 +213,55 @@ def _mujoco_batch(model, nsim: int, substeps: int, steps: int, seed: int) -> flo
 
 def bench_env(cfg: EnvBenchConfig) -> dict:
     """Single-env, batched, raw-physics and rendered throughput of one task (control steps/s)."""
-    env, t_env, segments = _single(cfg.task, cfg.steps, cfg.seed)
-    phys = env.unwrapped.physics
-    t_raw = _raw_physics(env.unwrapped.cfg, segments)
+    if cfg.rounds < 1 or cfg.steps < cfg.rounds:
+        raise ValueError(f"rounds = {cfg.rounds}, steps = {cfg.steps}: expected 1 <= rounds <= steps")
     n = cfg.num_envs
+    chunk = cfg.steps // cfg.rounds
+    vec_steps = max(chunk // n, 3)
+    run = _Interleaved(cfg.task, chunk * cfg.rounds, n, cfg.seed)
+    try:
+        rows = []  # per round: env s, bare s, process s, threaded s
+        for _ in range(cfg.rounds):
+            t_env, t_raw = run.single(chunk)
+            rows.append((t_env, t_raw, run.vector("process", vec_steps), run.vector("threaded", vec_steps)))
+        phys = run.u.physics
+        model = phys.model
+    finally:
+        run.close()
+    t = np.array(rows)
+    total = t.sum(0)
+    env_rate, vec_rate = chunk / t[:, 0], vec_steps * n / t[:, 2:]  # per round
+    overhead = (t[:, 0] - t[:, 1]) / t[:, 1]  # per round: (env - bare) / bare
+    j = int(np.argmin(total[2:]))  # the faster vector form over all rounds
+    speedup = vec_rate[:, j] / env_rate
     cores = os.cpu_count() or 1
     out = {
         "task": cfg.task,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "control_hz": env.unwrapped.cfg.control_hz,
+        "control_hz": run.u.cfg.control_hz,
         "physics_substeps": phys.substeps,
-        "env_steps_per_s": round(cfg.steps / t_env, 1),
-        "raw_physics_steps_per_s": round(cfg.steps / t_raw, 1),
-        "raw_mj_step_per_s": round(cfg.steps * phys.substeps / t_raw, 1),
-        "wrapper_overhead": round((t_env - t_raw) / t_raw, 4),
+        "rounds": cfg.rounds,
+        "env_steps_per_s": round(chunk * cfg.rounds / total[0], 1),
+        "raw_physics_steps_per_s": round(chunk * cfg.rounds / total[1], 1),
+        "raw_mj_step_per_s": round(chunk * cfg.rounds * phys.substeps / total[1], 1),
+        "wrapper_overhead": round(float(np.median(overhead)), 4),
+        "wrapper_overhead_range": [round(float(overhead.min()), 4), round(float(overhead.max()), 4)],
         "num_envs": n,
-        "process_vector_env_steps_per_s": round(
-            _vector("process", cfg.task, n, max(cfg.steps // n, 50), cfg.seed), 1),
-        "threaded_vector_env_steps_per_s": round(
-            _vector("threaded", cfg.task, n, max(cfg.steps // n, 50), cfg.seed), 1),
+        "process_vector_env_steps_per_s": round(vec_steps * n * cfg.rounds / total[2], 1),
+        "threaded_vector_env_steps_per_s": round(vec_steps * n * cfg.rounds / total[3], 1),
         "async_vector_env_steps_per_s": round(_batched(cfg.task, cores, max(cfg.steps // cores, 100),
                                                        cfg.seed), 1),
         "mujoco_batch_physics_steps_per_s": round(
-            _mujoco_batch(phys.model, 64, phys.substeps, 200, cfg.seed), 1),
+            _mujoco_batch(model, 64, phys.substeps, 200, cfg.seed), 1),
     }
-    # the batched figure is the faster of the suite's two vector forms, named
-    form = max(("process", "threaded"), key=lambda f: out[f"{f}_vector_env_steps_per_s"])
+    # the batched figure is the faster of the suite's two vector forms, named; its speed-up is
+    # the median over rounds of the round's batched rate over the round's single-env rate
+    form = ("process", "threaded")[j]
     out["batched_form"] = f"{form.capitalize()}VectorEnv"
     out["batched_env_steps_per_s"] = out[f"{form}_vector_env_steps_per_s"]
-    out["batched_speedup"] = round(out["batched_env_steps_per_s"] / out["env_steps_per_s"], 3)
-    out["bare_physics_parallel_speedup"] = round(_parallel_ceiling(phys.model), 3)
-    env.close()
+    out["batched_speedup"] = round(float(np.median(speedup)), 3)
+    out["batched_speedup_range"] = [round(float(speedup.min()), 3), round(float(speedup.max()), 3)]
+    out["bare_physics_parallel_speedup"] = round(_parallel_ceiling(model), 3)
     if cfg.render_steps > 0:
         import sims
 

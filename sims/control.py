@@ -6,6 +6,7 @@ limits and the per-step velocity limits of the robot description.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import mujoco
@@ -24,6 +25,7 @@ _LIMIT_MARGIN = 0.02
 _WS_LOW, _WS_HIGH = WS_LOW.tolist(), WS_HIGH.tolist()
 _Q_LO = robot.Q_MIN + _LIMIT_MARGIN
 _Q_HI = robot.Q_MAX - _LIMIT_MARGIN
+_Q_LO_L, _Q_HI_L, _HOME_Q = _Q_LO.tolist(), _Q_HI.tolist(), robot.HOME_Q.tolist()
 
 
 def down_rotation(yaw: float) -> np.ndarray:
@@ -56,7 +58,7 @@ def down_orientation_error(rot: np.ndarray, yaw: float) -> list[float]:
             0.5 * ((s * r00 - c * r01) - (c * r10 + s * r11))]
 
 
-def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> np.ndarray:
+def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> list[float]:
     """Joint target one control step ahead.
 
     dq = J^T (J J^T + l^2 I)^-1 (e - J p) + p, where e is the pose error and p the posture
@@ -69,35 +71,43 @@ def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> np.ndarray:
         q: (7,) current joint positions.
         dt: control period in seconds, for the velocity limits.
     Returns:
-        (7,) joint target inside position limits, at most DQ_MAX * dt from q.
+        seven joint targets (floats) inside position limits, at most DQ_MAX * dt from q.
     """
     # This runs every control step on 6x7 matrices, where each numpy call costs more than
-    # its arithmetic: the steps below are the fewest calls found for the formula above.
-    posture = _NULL_GAIN * (robot.HOME_Q - q)
-    err = np.array(pose_err, dtype=np.float64)
-    err -= jac @ posture
+    # its arithmetic: numpy does the three matrix products and MuJoCo the solve; the
+    # seven-element parts are Python scalars (the same operations in the same order).
+    ql = q.tolist()
+    posture = [_NULL_GAIN * (h - qi) for h, qi in zip(_HOME_Q, ql)]
+    err = np.subtract(pose_err, jac @ posture)
     jjt = jac @ jac.T
     jjt += _DAMP_I6
     mujoco.mju_cholFactor(jjt, 0.0)  # symmetric positive definite: Cholesky, in place
     mujoco.mju_cholSolve(err, jjt, err)  # in place: err becomes x
-    target = err @ jac
-    target += q
-    target += posture
-    return clamp_joint_target(q, target, dt)
+    return _clamp(ql, [t + qi + p for t, qi, p in zip((err @ jac).tolist(), ql, posture)], dt)
 
 
-def clamp_joint_target(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
-    """Clamp a (7,) joint target to the velocity limits over dt and the position limits.
+def clamp_joint_target(q: np.ndarray, target, dt: float) -> list[float]:
+    """Clamp a (7,) joint target to the velocity limits over dt and the position limits."""
+    return _clamp(q.tolist(), np.asarray(target, dtype=np.float64).tolist(), dt)
 
-    target is clamped in place and returned.
-    """
-    step = robot.DQ_MAX * dt
-    lo = q - step
-    np.maximum(lo, _Q_LO, out=lo)
-    hi = q + step
-    np.minimum(hi, _Q_HI, out=hi)
-    np.maximum(target, lo, out=target)
-    return np.minimum(target, hi, out=target)
+
+def _clamp(q: list[float], target: list[float], dt: float) -> list[float]:
+    out = []
+    # comparisons, not min() / max() calls (a third of the cost); a NaN target stays NaN
+    for t, qi, s, lo_q, hi_q in zip(target, q, _joint_steps(dt), _Q_LO_L, _Q_HI_L):
+        lo, hi = qi - s, qi + s
+        if lo < lo_q:
+            lo = lo_q
+        if hi > hi_q:
+            hi = hi_q
+        out.append(lo if t < lo else hi if t > hi else t)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _joint_steps(dt: float) -> tuple[float, ...]:
+    """The most each joint may move in dt (rad): DQ_MAX * dt."""
+    return tuple((robot.DQ_MAX * dt).tolist())
 
 
 class EEController:
@@ -112,22 +122,21 @@ class EEController:
         self.max_ee_step, self.max_yaw_step = max_ee_step, max_yaw_step
         self.max_joint_step, self.dt, self.mode = max_joint_step, dt, mode
 
-    def command(self, action: np.ndarray, q: np.ndarray, tcp_pos: np.ndarray,
-                tcp_rot: np.ndarray, jac: np.ndarray) -> np.ndarray:
-        """(9,) actuator targets: seven joints, two fingers."""
-        out = np.empty(9)
-        out[7:] = 0.5 * (float(action[-1]) + 1.0) * robot.FINGER_MAX
+    def command(self, action, q: np.ndarray, tcp_pos: np.ndarray, tcp_rot: np.ndarray,
+                jac: np.ndarray) -> list[float]:
+        """Nine actuator targets: seven joints, two fingers. action: a sequence of floats
+        in [-1, 1] (the env's checked action)."""
+        finger = 0.5 * (float(action[-1]) + 1.0) * robot.FINGER_MAX
         if self.mode == "joint":
-            out[:7] = clamp_joint_target(q, q + action[:7] * self.max_joint_step, self.dt)
-            return out
+            target = q + np.multiply(action[:7], self.max_joint_step)
+            return clamp_joint_target(q, target, self.dt) + [finger, finger]
         # Deltas are relative to where the tool is now (not to an integrated target), so a
         # closed-loop policy never double-counts the servo's lag. Scalars, not numpy: this
         # runs every control step on three numbers.
-        dx, dy, dz, dyaw, _ = action.tolist()
+        dx, dy, dz, dyaw, _ = action
         step = self.max_ee_step
         err = [min(max(p + d * step, lo), hi) - p
                for p, d, lo, hi in zip(tcp_pos.tolist(), (dx, dy, dz), _WS_LOW, _WS_HIGH)]
         yaw = tool_yaw(tcp_rot) + dyaw * self.max_yaw_step
         err += down_orientation_error(tcp_rot, yaw)
-        out[:7] = ik_step(jac, err, q, self.dt)
-        return out
+        return ik_step(jac, err, q, self.dt) + [finger, finger]

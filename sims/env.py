@@ -14,7 +14,7 @@ from gymnasium import spaces
 from sims import scene, tasks
 from sims.config import TaskConfig
 from sims.control import EEController
-from sims.physics import EpisodeSpec, Physics, WorldState
+from sims.physics import FLAT_OBJECTS, FLAT_PROPRIO, EpisodeSpec, Physics, WorldState
 
 PROPRIO_DIM = 22  # q (7), dq (7), finger opening (1), tcp position (3), tcp quaternion (4)
 OBJECT_DIM = 7  # position (3), quaternion w x y z (4)
@@ -54,6 +54,7 @@ class RobotworldEnv(gym.Env):
                                        dt, cfg.action_mode)
         adim = 5 if cfg.action_mode == "ee" else 8
         self.action_space = spaces.Box(-1.0, 1.0, (adim,), np.float32)
+        self._action_shape = (adim,)
         obs = {
             "proprio": spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
             "objects": spaces.Box(-np.inf, np.inf, (self.nobj * OBJECT_DIM,), np.float32),
@@ -124,25 +125,33 @@ class RobotworldEnv(gym.Env):
         self.physics.close()
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _check_action(self, action) -> np.ndarray:
-        a = np.array(action, dtype=np.float64)  # a copy: clipped in place below
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"action has shape {a.shape}; expected {self.action_space.shape} "
-                             f"({'dx dy dz dyaw grip' if a.size == 5 else 'action_mode'}"
-                             f" = {self.cfg.action_mode})")
-        # one reduction on the hot path; the sum of huge finite values can overflow, so an
+    def _check_action(self, action) -> list[float]:
+        """The action as floats clipped to [-1, 1]; a ValueError naming the problem if its
+        shape is wrong or it holds NaN or infinite values."""
+        if type(action) is np.ndarray and action.dtype.kind == "f" and action.shape == self._action_shape:
+            vals = action.tolist()  # the hot path: a float array of the right shape
+        else:
+            a = np.asarray(action, dtype=np.float64)
+            if a.shape != self._action_shape:
+                raise ValueError(f"action has shape {a.shape}; expected {self._action_shape} "
+                                 f"({'dx dy dz dyaw grip' if a.size == 5 else 'action_mode'}"
+                                 f" = {self.cfg.action_mode})")
+            vals = a.tolist()
+        # one sum on the hot path; the sum of huge finite values can overflow, so an
         # infinite sum is confirmed element-wise before the action is refused
-        if not math.isfinite(a.sum()) and not np.isfinite(a).all():
-            raise ValueError(f"action {a.tolist()} contains NaN or infinite values; expected "
+        if not math.isfinite(sum(vals)) and not all(map(math.isfinite, vals)):
+            raise ValueError(f"action {vals} contains NaN or infinite values; expected "
                              "finite numbers in [-1, 1]")
-        # two ufuncs with out=: ndarray.clip goes through a Python wrapper at twice the cost
-        np.minimum(a, 1.0, out=a)
-        return np.maximum(a, -1.0, out=a)
+        return [-1.0 if x < -1.0 else 1.0 if x > 1.0 else x for x in vals]
 
     def _obs(self) -> dict[str, Any]:
         s = self._state
-        proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat), dtype=np.float32)
-        objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1, dtype=np.float32).ravel()
+        if s.flat is not None:  # the engine gathered the state in observation order
+            proprio = s.flat[FLAT_PROPRIO].astype(np.float32)
+            objects = s.flat[FLAT_OBJECTS:].astype(np.float32)
+        else:
+            proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat), dtype=np.float32)
+            objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1, dtype=np.float32).ravel()
         obs = {"proprio": proprio, "objects": objects, "goal": self._goal32.copy(),
                "instruction": self.episode.instruction}
         h, w = self.cfg.image_size

@@ -9,7 +9,7 @@ import numpy as np
 
 from sims import robot, scene
 from sims.config import TaskConfig
-from sims.physics import EpisodeSpec, WorldState, grasp_min_opening
+from sims.physics import FLAT_OBJECTS, FLAT_ROT, EpisodeSpec, WorldState, grasp_min_opening
 
 _MAX_SPEED2 = 1e3**2  # any joint faster than 1e3 (rad or m)/s means the simulation diverged
 
@@ -57,6 +57,17 @@ class MujocoPhysics:
         self._tcp_xpos, self._tcp_xmat = d.site_xpos[self._tcp], d.site_xmat[self._tcp].reshape(3, 3)
         self._hand_xquat = d.xquat[self._hand]
         self._sensor_left, self._sensor_right, self._sensor_hit = self._sensor_idx.tolist()
+        # what state() gathers, as views (in the order of WorldState.flat): q, dq, a placeholder for the
+        # finger opening, tool position and quaternion, tool rotation, then the objects' qpos
+        # when it is one contiguous block (free joints one after another), as it is here
+        idx = self._obj_qpos_idx
+        contiguous = idx.size == 0 or bool((np.diff(idx) == 1).all())
+        self._obj_view = d.qpos[idx[0]:idx[0] + idx.size] if contiguous and idx.size else (
+            d.qpos[:0] if contiguous else None)
+        self._gather = (self._qpos[:7], self._qvel[:7], self._qpos[7:8], self._tcp_xpos,
+                        self._hand_xquat, d.site_xmat[self._tcp])
+        if self._obj_view is not None:
+            self._gather += (self._obj_view,)
         self._grasp_min = 0.0  # set per episode by reset
 
     # ---- episode set-up -------------------------------------------------------------------
@@ -132,17 +143,22 @@ class MujocoPhysics:
 
     # ---- named accessors ------------------------------------------------------------------
     def state(self) -> WorldState:
+        # Everything a step reads, gathered by one concatenate into a fresh array (so the
+        # state is a snapshot); the fields are views of it, laid out as sims.physics.FLAT_PROPRIO, FLAT_ROT and FLAT_OBJECTS say.
         qpos = self._qpos
-        objs = qpos[self._obj_qpos_idx].reshape(self.nobj, 7)
+        flat = np.concatenate(self._gather if self._obj_view is not None
+                              else (*self._gather, qpos[self._obj_qpos_idx]))
+        finger = qpos[7] + qpos[8]
+        flat[14] = finger  # over the placeholder the gather put there
+        objs = flat[FLAT_OBJECTS:].reshape(self.nobj, 7)
         sd = self._sensordata
-        finger = float(qpos[7] + qpos[8])
         return WorldState(
-            q=qpos[:7].copy(), dq=self._qvel[:7].copy(), finger=finger,
-            tcp_pos=self._tcp_xpos.copy(), tcp_rot=self._tcp_xmat.copy(),
-            tcp_quat=self._hand_xquat.copy(), obj_pos=objs[:, :3], obj_quat=objs[:, 3:],
+            q=flat[:7], dq=flat[7:14], finger=float(finger), tcp_pos=flat[15:18],
+            tcp_rot=flat[FLAT_ROT].reshape(3, 3), tcp_quat=flat[18:22], obj_pos=objs[:, :3],
+            obj_quat=objs[:, 3:],
             grasped=bool(sd[self._sensor_left] and sd[self._sensor_right]
                          and finger >= self._grasp_min),
-            collision=bool(sd[self._sensor_hit]))
+            collision=bool(sd[self._sensor_hit]), flat=flat)
 
     def jacobian(self) -> np.ndarray:
         """(6, 7) Jacobian of the tool point: translation rows, then rotation rows."""

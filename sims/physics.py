@@ -64,6 +64,17 @@ class WorldState(NamedTuple):
     obj_quat: np.ndarray  # (N, 4) w, x, y, z
     grasped: bool  # both pads touch object 0 and hold it between them (see grasp_min_opening)
     collision: bool  # arm or fingers touch the table or an obstacle
+    # optional: the fields above gathered in one float64 array, laid out as below,
+    # for an engine that reads them in one call (the env then casts the observation from it)
+    flat: np.ndarray | None = None
+
+
+# the layout of WorldState.flat: the 22 proprio values in observation order (q, dq, finger,
+# tool position, tool quaternion), then the tool rotation (9, row-major), then each object's
+# position and quaternion (7 per object), which is the objects observation
+FLAT_PROPRIO = slice(0, 22)
+FLAT_ROT = slice(22, 31)
+FLAT_OBJECTS = 31
 
 
 class Physics(Protocol):

@@ -121,6 +121,48 @@ def test_wrong_action_shape_is_rejected():
         env.step(np.zeros(3))
 
 
+def test_actions_as_lists_ints_and_out_of_range_floats_step_alike():
+    """The checked action is the same whatever form it comes in: a float32 array (the fast
+    path), a list, an int array; values beyond [-1, 1] are clipped, not refused."""
+    trajs = []
+    for form in (lambda a: a.astype(np.float32), lambda a: a.tolist(), lambda a: a.astype(np.int64),
+                 lambda a: a * 3.0):
+        env = sims.make("lift")
+        env.reset(seed=0)
+        obs = [env.step(form(a))[0]["proprio"] for a in np.array([[1, -1, 0, 1, -1], [0, 1, -1, -1, 1]] * 3)]
+        trajs.append(np.stack(obs))
+    for t in trajs[1:]:
+        np.testing.assert_array_equal(t, trajs[0])
+
+
+@pytest.mark.parametrize("task", ["reach", "pick_place_clutter"])
+def test_gathered_state_matches_its_fields(task):
+    """MuJoCo gathers the state in one array (WorldState.flat); its fields are views of it and
+    the observation cast from it equals the one concatenated field by field."""
+    from sims.physics import FLAT_OBJECTS, FLAT_ROT
+
+    env = sims.make(task)
+    env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs, *_ = env.step(rng.uniform(-1, 1, 5))
+    u = env.unwrapped
+    s = u.world_state
+    d = u.physics.data
+    np.testing.assert_array_equal(s.q, d.qpos[:7])
+    np.testing.assert_array_equal(s.dq, d.qvel[:7])
+    assert s.finger == d.qpos[7] + d.qpos[8]
+    np.testing.assert_array_equal(s.flat[FLAT_ROT], s.tcp_rot.ravel())
+    np.testing.assert_array_equal(s.flat[FLAT_OBJECTS:].reshape(-1, 7)[:, :3], s.obj_pos)
+    by_field = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat), dtype=np.float32)
+    np.testing.assert_array_equal(obs["proprio"], by_field)
+    np.testing.assert_array_equal(obs["objects"], np.concatenate((s.obj_pos, s.obj_quat), 1,
+                                                                 dtype=np.float32).ravel())
+    before = s.q.copy()
+    env.step(np.ones(5, np.float32))
+    np.testing.assert_array_equal(s.q, before)  # a snapshot: the next step does not change it
+
+
 def test_unknown_task_and_bad_overrides_name_the_field():
     with pytest.raises(sims.ConfigError, match="unknown task 'stack'"):
         sims.make("stack")

@@ -91,3 +91,17 @@ def test_ik_step_moves_the_tool_by_the_asked_delta():
     d.qpos[:7] = target
     mujoco.mj_kinematics(m, d)
     np.testing.assert_allclose(d.site_xpos[tcp] - before, [0.01, -0.01, 0.005], atol=5e-4)
+
+
+def test_joint_target_clamp_keeps_velocity_and_position_limits():
+    from sims import control
+
+    q = robot.HOME_Q.copy()
+    q[1] = robot.Q_MIN[1] + 0.03  # near its lower limit
+    step = robot.DQ_MAX * 0.05
+    target = q + np.array([1.0, -1.0, 0.01, -0.01, 0.0, 1.0, np.nan])
+    out = np.array(control.clamp_joint_target(q, target, 0.05))
+    assert out[0] == q[0] + step[0]  # the velocity limit
+    assert out[1] == robot.Q_MIN[1] + 0.02  # the position limit (with its margin) comes first
+    assert out[2] == target[2] and out[3] == target[3]  # inside both: unchanged
+    assert np.isnan(out[6])  # a NaN target is not hidden by the clamp
