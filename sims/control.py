@@ -104,6 +104,44 @@ def _clamp(q: list[float], target: list[float], dt: float) -> list[float]:
     return out
 
 
+def ik_step_batch(jac: np.ndarray, pose_err: np.ndarray, q: np.ndarray, dt: float) -> np.ndarray:
+    """``ik_step`` for E arms at once, with the same numbers bit for bit (tests check it).
+
+    jac: (E, 6, 7); pose_err: (E, 6); q: (E, 7). Returns (E, 7) joint targets.
+    The seven- and six-element parts are elementwise over the batch, in ik_step's order of
+    operations; the matrix products go through the same BLAS routines per arm (numpy's
+    stacked matmul calls gemv for a matrix times a vector and syrk for J J^T, as the single
+    form does), and the solve is MuJoCo's, one arm at a time.
+    """
+    posture = _NULL_GAIN * (robot.HOME_Q - q)
+    err = pose_err - (jac @ posture[:, :, None])[:, :, 0]
+    jjt = jac @ jac.transpose(0, 2, 1)
+    jjt += _DAMP_I6
+    for m, e in zip(jjt, err):
+        mujoco.mju_cholFactor(m, 0.0)
+        mujoco.mju_cholSolve(e, m, e)
+    target = (err[:, None, :] @ jac)[:, 0]
+    target += q
+    target += posture
+    return clamp_joint_targets(q, target, dt)
+
+
+def clamp_joint_targets(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
+    """``clamp_joint_target`` over a batch: q, target (E, 7); target is clamped in place."""
+    step = robot.DQ_MAX * dt
+    lo = q - step
+    np.maximum(lo, _Q_LO, out=lo)
+    hi = q + step
+    np.minimum(hi, _Q_HI, out=hi)
+    # as the scalar form: below lo -> lo, else above hi -> hi, else (NaN too) unchanged
+    below = target < lo
+    above = target > hi
+    above &= ~below
+    np.copyto(target, lo, where=below)
+    np.copyto(target, hi, where=above)
+    return target
+
+
 @functools.lru_cache(maxsize=8)
 def _joint_steps(dt: float) -> tuple[float, ...]:
     """The most each joint may move in dt (rad): DQ_MAX * dt."""
@@ -140,3 +178,32 @@ class EEController:
         yaw = tool_yaw(tcp_rot) + dyaw * self.max_yaw_step
         err += down_orientation_error(tcp_rot, yaw)
         return ik_step(jac, err, q, self.dt) + [finger, finger]
+
+    def command_batch(self, action: np.ndarray, q: np.ndarray, tcp_pos: np.ndarray,
+                      tcp_rot: np.ndarray, jac: np.ndarray) -> np.ndarray:
+        """``command`` for E arms at once, the same numbers bit for bit (tests check it).
+
+        action: (E, A) float64 in [-1, 1]; q: (E, 7); tcp_pos: (E, 3); tcp_rot: (E, 3, 3);
+        jac: (E, 6, 7). Returns (E, 9) actuator targets.
+        """
+        out = np.empty((len(action), 9))
+        out[:, 7] = 0.5 * (action[:, -1] + 1.0) * robot.FINGER_MAX
+        out[:, 8] = out[:, 7]
+        if self.mode == "joint":
+            out[:, :7] = clamp_joint_targets(q, q + action[:, :7] * self.max_joint_step, self.dt)
+            return out
+        err = np.empty((len(action), 6))
+        np.subtract(np.minimum(np.maximum(tcp_pos + action[:, :3] * self.max_ee_step, WS_LOW), WS_HIGH),
+                    tcp_pos, out=err[:, :3])
+        # the angles one arm at a time through math (numpy's trigonometry may round otherwise)
+        r = tcp_rot.reshape(-1, 9)
+        yaw = [math.atan2(r10, r00) + d * self.max_yaw_step
+               for r10, r00, d in zip(r[:, 3].tolist(), r[:, 0].tolist(), action[:, 3].tolist())]
+        c = np.array([math.cos(y) for y in yaw])
+        s = np.array([math.sin(y) for y in yaw])
+        r00, r01, r02, r10, r11, r12, r20, r21 = (r[:, k] for k in range(8))
+        err[:, 3] = 0.5 * (-r12 - (s * r20 - c * r21))
+        err[:, 4] = 0.5 * ((c * r20 + s * r21) + r02)
+        err[:, 5] = 0.5 * ((s * r00 - c * r01) - (c * r10 + s * r11))
+        out[:, :7] = ik_step_batch(jac, err, q, self.dt)
+        return out

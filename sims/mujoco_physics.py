@@ -160,6 +160,14 @@ class MujocoPhysics:
                          and finger >= self._grasp_min),
             collision=bool(sd[self._sensor_hit]), flat=flat)
 
+    def bind_jacobian(self, out: np.ndarray) -> None:
+        """Have jacobian() write into out, a (6, nv) float64 array (a row of a vector env's
+        batch), from now on."""
+        if out.shape != self._jac.shape or out.dtype != np.float64 or not out.flags.c_contiguous:
+            raise ValueError(f"Jacobian buffer of shape {out.shape}, {out.dtype}; expected a "
+                             f"C-contiguous float64 array of shape {self._jac.shape}")
+        self._jac = out
+
     def jacobian(self) -> np.ndarray:
         """(6, 7) Jacobian of the tool point: translation rows, then rotation rows."""
         mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self._tcp)

@@ -73,6 +73,8 @@ class WorldState(NamedTuple):
 # tool position, tool quaternion), then the tool rotation (9, row-major), then each object's
 # position and quaternion (7 per object), which is the objects observation
 FLAT_PROPRIO = slice(0, 22)
+FLAT_Q = slice(0, 7)
+FLAT_TCP_POS = slice(15, 18)
 FLAT_ROT = slice(22, 31)
 FLAT_OBJECTS = 31
 

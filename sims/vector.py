@@ -61,6 +61,15 @@ class ThreadedVectorEnv:
         self.single_action_space = self.envs[0].action_space
         self.single_observation_space = self.envs[0].observation_space
         self._raw = [env.unwrapped for env in self.envs]
+        # MuJoCo copies: the controller runs once over the batch (sims.env.begin_steps), with
+        # every copy's Jacobian written into one array
+        self._jac = None
+        if sim == "mujoco":
+            import numpy as np
+
+            self._jac = np.zeros((num_envs, 6, self._raw[0].physics.model.nv))
+            for env, row in zip(self._raw, self._jac):
+                env.physics.bind_jacobian(row)
 
     def reset(self, seed: int | None = None):
         out = [env.reset(seed=None if seed is None else seed + i)
@@ -77,7 +86,8 @@ class ThreadedVectorEnv:
     def step(self, actions):
         """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos.
 
-        Three phases: every copy's controller on this thread, then the physics of all copies
+        Three phases: the controller of every copy on this thread (for MuJoCo, once over the
+        batch: ``sims.env.begin_steps``), then the physics of all copies
         on this thread and the pool's (the GIL is released inside mj_step, so they run in
         parallel; this thread taking a share saves a hand-over, about 6% here), then
         every copy's observation on this thread. Interleaving whole steps across threads
@@ -85,8 +95,13 @@ class ThreadedVectorEnv:
         """
         import numpy as np
 
-        for env, a in zip(self._raw, actions):
-            env.begin_step(a)
+        from sims.env import begin_steps
+
+        if self._jac is not None:
+            begin_steps(self._raw, actions, self._jac)
+        else:
+            for env, a in zip(self._raw, actions):
+                env.begin_step(a)
         # this thread steps copies too, beside threads - 1 pool workers: one hand-over fewer
         queue = iter(range(self.num_envs))
         helpers = [self._pool.submit(self._advance, queue) for _ in range(self._threads - 1)]

@@ -105,3 +105,27 @@ def test_joint_target_clamp_keeps_velocity_and_position_limits():
     assert out[1] == robot.Q_MIN[1] + 0.02  # the position limit (with its margin) comes first
     assert out[2] == target[2] and out[3] == target[3]  # inside both: unchanged
     assert np.isnan(out[6])  # a NaN target is not hidden by the clamp
+
+
+def test_batched_controller_equals_the_single_one_bit_for_bit():
+    """EEController.command_batch gives each arm exactly command()'s targets."""
+    import sims
+
+    rng = np.random.default_rng(0)
+    envs = [sims.make("pick_place") for _ in range(5)]
+    for i, e in enumerate(envs):
+        e.reset(seed=i)
+        for _ in range(int(rng.integers(1, 30))):
+            e.step(rng.uniform(-1, 1, 5))
+    ctl = envs[0].controller
+    for _ in range(20):
+        a = np.clip(rng.uniform(-1.5, 1.5, (5, 5)), -1, 1)
+        states = [e.world_state for e in envs]
+        jac = np.stack([e.physics.jacobian() for e in envs])
+        flat = np.stack([s.flat for s in states])
+        out = ctl.command_batch(a, flat[:, :7], flat[:, 15:18], flat[:, 22:31].reshape(-1, 3, 3), jac)
+        for k, (e, s) in enumerate(zip(envs, states)):
+            np.testing.assert_array_equal(out[k], ctl.command(a[k].tolist(), s.q, s.tcp_pos, s.tcp_rot,
+                                                              e.physics.jacobian()))
+        for e, ak in zip(envs, a):
+            e.step(ak)

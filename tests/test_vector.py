@@ -25,6 +25,36 @@ def test_threaded_vector_matches_single_envs():
     venv.close()
 
 
+@pytest.mark.parametrize("task,overrides", [("pick_place_clutter", {}), ("reach", {"action_mode": "joint"})])
+def test_threaded_batched_controller_matches_single_envs_bit_for_bit(task, overrides):
+    """The threaded form runs the controller once over the batch (sims.env.begin_steps): every
+    copy must still step as its own env does, through resets and clipped actions."""
+    n = 4
+    venv = ThreadedVectorEnv(task, num_envs=n, num_threads=2, episode_length=25, **overrides)
+    venv.reset(seed=3)
+    singles = [sims.make(task, episode_length=25, **overrides) for _ in range(n)]
+    for i, e in enumerate(singles):
+        e.reset(seed=3 + i)
+    rng = np.random.default_rng(1)
+    for _ in range(60):  # past two episode ends
+        a = rng.uniform(-1.5, 1.5, (n, *venv.single_action_space.shape)).astype(np.float32)
+        obs, rew, term, trunc, _ = venv.step(a)
+        for i, e in enumerate(singles):
+            o, r, te, tr, _ = e.step(a[i])
+            if te or tr:
+                o, _ = e.reset()
+            np.testing.assert_array_equal(obs["proprio"][i], o["proprio"])
+            np.testing.assert_array_equal(obs["objects"][i], o["objects"])
+            assert rew[i] == r
+    with pytest.raises(ValueError, match=r"copies \[2\] contain NaN"):
+        bad = np.zeros((n, *venv.single_action_space.shape))
+        bad[2, 0] = np.nan
+        venv.step(bad)
+    with pytest.raises(ValueError, match="actions have shape"):
+        venv.step(np.zeros((n + 1, *venv.single_action_space.shape)))
+    venv.close()
+
+
 def test_async_vector_env_steps():
     venv = make_vec("reach", 2)
     obs, _ = venv.reset(seed=0)
