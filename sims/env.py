@@ -96,16 +96,21 @@ class RobotworldEnv(gym.Env):
 
     def finish_step(self):
         """Read the new state after the physics ran: step()'s return value."""
+        reward, terminated, truncated, info = self.finish_state(stacklevel=4)
+        return self._obs(), reward, terminated, truncated, info
+
+    def finish_state(self, stacklevel: int = 3) -> tuple[float, bool, bool, dict[str, Any]]:
+        """``finish_step`` without the observation: reward, terminated, truncated and info,
+        with the new state read (a vector env casts its copies' observations together)."""
         stable = self.physics.finish()
         self._steps += 1
         truncated = self._steps >= self.cfg.episode_length
         if not stable:
             warnings.warn(f"{self.cfg.task}: simulation went unstable at step {self._steps}; "
-                          "ending the episode", RuntimeWarning, stacklevel=3)
+                          "ending the episode", RuntimeWarning, stacklevel=stacklevel)
             self.physics.reset(self.episode)  # a finite state for the last observation
             self._state = self.physics.state()
-            info = self._info(False, True)
-            return self._obs(), 0.0, True, truncated, info
+            return 0.0, True, truncated, self._info(False, True)
         self._state = s = self.physics.state()
         ok = tasks.success(self.cfg.task, s, self.episode, self.cfg)
         if self.cfg.reward_type == "sparse":
@@ -113,7 +118,7 @@ class RobotworldEnv(gym.Env):
         else:
             reward = 1.0 if ok else tasks.dense_reward(self.cfg.task, s, self.episode)
         terminated = ok and self.cfg.terminate_on_success
-        return self._obs(), reward, terminated, truncated, self._info(ok, False)
+        return reward, terminated, truncated, self._info(ok, False)
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -202,3 +207,13 @@ def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
                                             flat[:, FLAT_ROT].reshape(-1, 3, 3), jac[:, :, :7])
     for env, c in zip(envs, ctrl):
         env.physics.begin(c)
+
+
+def stacked_obs(envs: list[RobotworldEnv]) -> dict[str, Any]:
+    """The observations of many MuJoCo copies without cameras, stacked: each key as the copies'
+    own ``_obs`` would give it, stacked, with one cast per key instead of one per copy."""
+    flat = np.stack([env._state.flat for env in envs])
+    return {"proprio": flat[:, FLAT_PROPRIO].astype(np.float32),
+            "objects": flat[:, FLAT_OBJECTS:].astype(np.float32),
+            "goal": np.stack([env._goal32 for env in envs]),
+            "instruction": [env.episode.instruction for env in envs]}

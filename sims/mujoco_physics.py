@@ -125,12 +125,15 @@ class MujocoPhysics:
         self._bad_before = self._divergence_count()
 
     def advance(self) -> None:
-        mujoco.mj_step(self.model, self.data, self.substeps)
-
-    def finish(self) -> bool:
         m, d = self.model, self.data
+        mujoco.mj_step(m, d, self.substeps)
+        # poses and the frames the Jacobian reads, for the state after the step (mj_step leaves
+        # them at the start of its last substep); here, not in finish(), so that a vector env
+        # runs them on its thread pool with the physics
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
+
+    def finish(self) -> bool:
         if self._divergence_count() != self._bad_before:  # MuJoCo warned and reset the data
             return False
         # NaN fails the comparison; a finite velocity keeps the integrated qpos finite

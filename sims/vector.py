@@ -95,7 +95,7 @@ class ThreadedVectorEnv:
         """
         import numpy as np
 
-        from sims.env import begin_steps
+        from sims.env import begin_steps, stacked_obs
 
         if self._jac is not None:
             begin_steps(self._raw, actions, self._jac)
@@ -108,6 +108,17 @@ class ThreadedVectorEnv:
         self._advance(queue)
         for h in helpers:
             h.result()
+        if self._jac is not None and not self._raw[0].cfg.cameras:
+            # MuJoCo without cameras: the copies' observations cast together (stacked_obs)
+            results = []
+            for env in self._raw:
+                r, term, trunc, info = env.finish_state()
+                if term or trunc:
+                    info = {"final_info": info}
+                    env.reset()
+                results.append((r, term, trunc, info))
+            rew, term, trunc, infos = zip(*results)
+            return stacked_obs(self._raw), np.array(rew), np.array(term), np.array(trunc), list(infos)
         results = []
         for env in self._raw:
             obs, r, term, trunc, info = env.finish_step()

@@ -38,20 +38,30 @@ def test_threaded_batched_controller_matches_single_envs_bit_for_bit(task, overr
     rng = np.random.default_rng(1)
     for _ in range(60):  # past two episode ends
         a = rng.uniform(-1.5, 1.5, (n, *venv.single_action_space.shape)).astype(np.float32)
-        obs, rew, term, trunc, _ = venv.step(a)
+        obs, rew, term, trunc, infos = venv.step(a)
         for i, e in enumerate(singles):
-            o, r, te, tr, _ = e.step(a[i])
+            o, r, te, tr, info = e.step(a[i])
             if te or tr:
+                info = {"final_info": info}
                 o, _ = e.reset()
-            np.testing.assert_array_equal(obs["proprio"][i], o["proprio"])
-            np.testing.assert_array_equal(obs["objects"][i], o["objects"])
-            assert rew[i] == r
+            for k in ("proprio", "objects", "goal"):
+                np.testing.assert_array_equal(obs[k][i], o[k])
+            assert obs["instruction"][i] == o["instruction"]
+            assert (rew[i], term[i], trunc[i], infos[i]) == (r, te, tr, info)
     with pytest.raises(ValueError, match=r"copies \[2\] contain NaN"):
         bad = np.zeros((n, *venv.single_action_space.shape))
         bad[2, 0] = np.nan
         venv.step(bad)
     with pytest.raises(ValueError, match="actions have shape"):
         venv.step(np.zeros((n + 1, *venv.single_action_space.shape)))
+    venv.close()
+
+
+def test_threaded_vector_with_cameras_stacks_images():
+    venv = ThreadedVectorEnv("reach", num_envs=2, cameras=("front",), image_size=(24, 24))
+    obs, _ = venv.reset(seed=0)
+    obs, *_ = venv.step(np.zeros((2, 5), np.float32))
+    assert obs["image_front"].shape == (2, 24, 24, 3) and obs["proprio"].shape == (2, 22)
     venv.close()
 
 
