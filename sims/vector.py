@@ -34,6 +34,71 @@ def make_vec(task: str, num_envs: int, sim: str = "mujoco", asynchronous: bool =
     return gym.vector.SyncVectorEnv(fns)
 
 
+class _Copies:
+    """Copies of one task stepped as a batch, exactly as each would step alone.
+
+    For MuJoCo copies the controller runs once over the batch (``sims.env.begin_steps``, with
+    every Jacobian written into one array) and, without cameras, the observations are cast
+    together (``sims.env.stacked_obs``); otherwise each copy runs its own ``begin_step`` and
+    ``finish_step``. The physics (``advance(i)``) is left to the caller: a thread pool, or a
+    loop. Finished episodes are reset in place: the observation is the new episode's first,
+    ``infos[i]["final_info"]`` the finished one's last info and ``reset_infos[i]`` the reset's.
+    """
+
+    def __init__(self, envs: list) -> None:
+        import numpy as np
+
+        self.envs = envs
+        self.jac = None
+        if all(env.sim == "mujoco" for env in envs):
+            self.jac = np.zeros((len(envs), 6, envs[0].physics.model.nv))
+            for env, row in zip(envs, self.jac):
+                env.physics.bind_jacobian(row)
+        self.cast = self.jac is not None and not envs[0].cfg.cameras
+
+    def begin(self, actions) -> None:
+        from sims.env import begin_steps
+
+        if self.jac is not None:
+            begin_steps(self.envs, actions, self.jac)
+        else:
+            for env, a in zip(self.envs, actions):
+                env.begin_step(a)
+
+    def advance(self, i: int) -> None:
+        self.envs[i].physics.advance()
+
+    def finish(self) -> tuple[dict, list, list, list, list, dict]:
+        """After every copy advanced: (obs, rewards, terminated, truncated, infos, reset_infos)
+        with obs stacked and the rest as lists; reset_infos maps a reset copy to its reset info."""
+        from sims.env import stacked_obs
+
+        rew, term, trunc, infos, obs, reset_infos = [], [], [], [], [], {}
+        for i, env in enumerate(self.envs):
+            if self.cast:
+                r, te, tr, info = env.finish_state()
+            else:
+                o, r, te, tr, info = env.finish_step()
+            if te or tr:
+                info = {"final_info": info}
+                o, reset_infos[i] = env.reset()
+            rew.append(r)
+            term.append(te)
+            trunc.append(tr)
+            infos.append(info)
+            if not self.cast:
+                obs.append(o)
+        return (stacked_obs(self.envs) if self.cast else _stack(obs)), rew, term, trunc, infos, reset_infos
+
+
+def _stack(obs: list[dict]) -> dict:
+    """Observations of copies, each key stacked (texts as a list)."""
+    import numpy as np
+
+    return {k: ([o[k] for o in obs] if isinstance(obs[0][k], str) else np.stack([o[k] for o in obs]))
+            for k in obs[0]}
+
+
 class ThreadedVectorEnv:
     """``num_envs`` copies whose physics runs on a pool of threads, one per core.
 
@@ -61,80 +126,41 @@ class ThreadedVectorEnv:
         self.single_action_space = self.envs[0].action_space
         self.single_observation_space = self.envs[0].observation_space
         self._raw = [env.unwrapped for env in self.envs]
-        # MuJoCo copies: the controller runs once over the batch (sims.env.begin_steps), with
-        # every copy's Jacobian written into one array
-        self._jac = None
-        if sim == "mujoco":
-            import numpy as np
-
-            self._jac = np.zeros((num_envs, 6, self._raw[0].physics.model.nv))
-            for env, row in zip(self._raw, self._jac):
-                env.physics.bind_jacobian(row)
+        self._copies = _Copies(self._raw)
 
     def reset(self, seed: int | None = None):
         out = [env.reset(seed=None if seed is None else seed + i)
                for i, env in enumerate(self.envs)]
-        return self._stack([o for o, _ in out]), [i for _, i in out]
+        return _stack([o for o, _ in out]), [i for _, i in out]
 
     def _advance(self, queue) -> None:
         # Copies are taken one at a time from a shared iterator (next() on it is atomic under
         # the GIL): a copy in contact costs several times one in free motion, so fixed slices
         # would leave a thread idle.
         for i in queue:
-            self._raw[i].physics.advance()
+            self._copies.advance(i)
 
     def step(self, actions):
         """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos.
 
         Three phases: the controller of every copy on this thread (for MuJoCo, once over the
-        batch: ``sims.env.begin_steps``), then the physics of all copies
-        on this thread and the pool's (the GIL is released inside mj_step, so they run in
-        parallel; this thread taking a share saves a hand-over, about 6% here), then
-        every copy's observation on this thread. Interleaving whole steps across threads
-        instead makes the threads trade the GIL at each short MuJoCo call.
+        batch: ``sims.env.begin_steps``), then the physics of all copies on this thread and
+        the pool's (the GIL is released inside mj_step, so they run in parallel; this thread
+        taking a share saves a hand-over, about 6% here), then every copy's reward and
+        observation on this thread. Interleaving whole steps across threads instead makes the
+        threads trade the GIL at each short MuJoCo call.
         """
         import numpy as np
 
-        from sims.env import begin_steps, stacked_obs
-
-        if self._jac is not None:
-            begin_steps(self._raw, actions, self._jac)
-        else:
-            for env, a in zip(self._raw, actions):
-                env.begin_step(a)
+        self._copies.begin(actions)
         # this thread steps copies too, beside threads - 1 pool workers: one hand-over fewer
         queue = iter(range(self.num_envs))
         helpers = [self._pool.submit(self._advance, queue) for _ in range(self._threads - 1)]
         self._advance(queue)
         for h in helpers:
             h.result()
-        if self._jac is not None and not self._raw[0].cfg.cameras:
-            # MuJoCo without cameras: the copies' observations cast together (stacked_obs)
-            results = []
-            for env in self._raw:
-                r, term, trunc, info = env.finish_state()
-                if term or trunc:
-                    info = {"final_info": info}
-                    env.reset()
-                results.append((r, term, trunc, info))
-            rew, term, trunc, infos = zip(*results)
-            return stacked_obs(self._raw), np.array(rew), np.array(term), np.array(trunc), list(infos)
-        results = []
-        for env in self._raw:
-            obs, r, term, trunc, info = env.finish_step()
-            if term or trunc:
-                info = {"final_info": info}
-                obs, _ = env.reset()
-            results.append((obs, r, term, trunc, info))
-        obs, rew, term, trunc, infos = zip(*results)
-        return (self._stack(obs), np.array(rew), np.array(term), np.array(trunc), list(infos))
-
-    @staticmethod
-    def _stack(obs: list[dict]) -> dict:
-        import numpy as np
-
-        return {k: ([o[k] for o in obs] if isinstance(obs[0][k], str) else np.stack([o[k] for o in obs]))
-                for k in obs[0]}
+        obs, rew, term, trunc, infos, _ = self._copies.finish()
+        return obs, np.array(rew), np.array(term), np.array(trunc), infos
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -159,11 +185,17 @@ def _worker(conn, task: str, sim: str, overrides: dict, lo: int, hi: int, shm_na
         flags = views["flags"][lo:hi]
         numeric = [k for k in layout if k.startswith("obs/")]
 
+        copies = _Copies(envs)
+
         def put(j: int, obs: dict, info: dict) -> None:
             for k in numeric:
                 views[k][lo + j] = obs[k[4:]]
             flags[j] = (info.get("is_success", False), info.get("is_grasped", False),
                         info.get("collision", False))
+
+        def put_all(obs: dict) -> None:  # the slice's stacked observations
+            for k in numeric:
+                views[k][lo:hi] = obs[k[4:]]
 
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -174,7 +206,7 @@ def _worker(conn, task: str, sim: str, overrides: dict, lo: int, hi: int, shm_na
         while True:
             cmd, arg = conn.recv()
             try:
-                reply = _command(cmd, arg, envs, lo, acts, rew, term, trunc, put)
+                reply = _command(cmd, arg, envs, copies, lo, acts, rew, term, trunc, flags, put, put_all)
             except Exception as e:  # bad action and the like: the parent raises it
                 reply = ("error", f"{type(e).__name__}: {e}")
             conn.send(reply)
@@ -193,19 +225,22 @@ def _release(shm) -> None:
         pass
 
 
-def _command(cmd, arg, envs, lo, acts, rew, term, trunc, put):
+def _command(cmd, arg, envs, copies, lo, acts, rew, term, trunc, flags, put, put_all):
     if cmd == "step":
+        copies.begin(acts)
+        for j in range(len(envs)):
+            copies.advance(j)
+        obs, rew[:], term[:], trunc[:], infos, reset_infos = copies.finish()
         events = []  # (index, instruction, final info) of the copies that were reset
-        for j, env in enumerate(envs):
-            obs, r, te, tr, info = env.step(acts[j])
-            rew[j], term[j], trunc[j] = r, te, tr
-            if te or tr:
-                final = info
-                obs, info = env.reset()
-                events.append((lo + j, obs["instruction"], final))
+        for j, info in enumerate(infos):
+            if j in reset_infos:
+                events.append((lo + j, obs["instruction"][j], info["final_info"]))
+                info = reset_infos[j]
             elif len(info) != 3:  # more than the usual flags, e.g. sim_unstable
                 events.append((lo + j, None, info))
-            put(j, obs, info)
+            flags[j] = (info.get("is_success", False), info.get("is_grasped", False),
+                        info.get("collision", False))
+        put_all(obs)
         return events
     if cmd == "reset":
         out = []
