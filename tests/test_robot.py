@@ -105,6 +105,13 @@ def test_joint_target_clamp_keeps_velocity_and_position_limits():
     assert out[1] == robot.Q_MIN[1] + 0.02  # the position limit (with its margin) comes first
     assert out[2] == target[2] and out[3] == target[3]  # inside both: unchanged
     assert np.isnan(out[6])  # a NaN target is not hidden by the clamp
+    # the batched form agrees, and where the limits cross (q far beyond a limit) both give hi
+    q2 = np.stack([q, robot.Q_MAX + 0.5])
+    t2 = np.stack([target, robot.Q_MAX + 0.1])  # below lo, and lo above hi
+    batch = control.clamp_joint_targets(q2, t2.copy(), 0.05)
+    np.testing.assert_array_equal(batch[0], out)
+    np.testing.assert_array_equal(batch[1], control.clamp_joint_target(q2[1], t2[1], 0.05))
+    np.testing.assert_array_equal(batch[1], robot.Q_MAX - 0.02)
 
 
 def test_batched_controller_equals_the_single_one_bit_for_bit():
