@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,8 @@ class EvalResult:
     videos: list[str]
     collisions_per_episode: float = 0.0
     """Mean number of steps with a collision per episode (collision_rate counts episodes)."""
+    per_episode: list[dict] = field(default_factory=list)
+    """One entry per episode, in seed order: seed, success, steps, collision_steps."""
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
@@ -113,32 +115,33 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
         if cfg.video is not None:
             raise ValueError("video is recorded one episode at a time: use batch = 1 with video")
         return _evaluate_batched(cfg, env, policy, overrides)
-    wins = hits = contacts = 0
-    lengths, videos = [], []
+    rows, videos = [], []
     bar = tqdm(range(cfg.episodes), desc=f"{cfg.task}/{cfg.policy}/{cfg.sim}",
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
         ok, n_hits, steps, frames = run_episode(env, policy, cfg.seed + k, record)
-        wins += ok
-        hits += n_hits > 0
-        contacts += n_hits
-        lengths.append(steps)
+        rows.append((int(ok), n_hits, steps))
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{cfg.policy}_seed{cfg.seed + k}.mp4"
             write_video(frames, path)
             videos.append(str(path))
-        bar.set_postfix(success=f"{wins}/{k + 1}")
+        bar.set_postfix(success=f"{sum(r[0] for r in rows)}/{k + 1}")
     env.close()
-    return _result(cfg, wins, hits, contacts, lengths, videos)
+    return _result(cfg, rows, videos)
 
 
-def _result(cfg: EvalConfig, wins: int, hits: int, contacts: int, lengths: list[int], videos: list[str]) -> EvalResult:
+def _result(cfg: EvalConfig, rows: list[tuple[int, int, int]], videos: list[str]) -> EvalResult:
+    """rows: (success, collision steps, steps) per episode, in seed order."""
+    wins = sum(r[0] for r in rows)
     lo, hi = wilson_interval(wins, cfg.episodes)
     return EvalResult(cfg.task, cfg.policy, cfg.sim, cfg.episodes,
                       [cfg.seed, cfg.seed + cfg.episodes - 1], wins / cfg.episodes,
-                      [round(lo, 4), round(hi, 4)], hits / cfg.episodes,
-                      float(np.mean(lengths)), videos, contacts / cfg.episodes)
+                      [round(lo, 4), round(hi, 4)], sum(r[1] > 0 for r in rows) / cfg.episodes,
+                      float(np.mean([r[2] for r in rows])), videos,
+                      sum(r[1] for r in rows) / cfg.episodes,
+                      [{"seed": cfg.seed + k, "success": bool(ok), "steps": int(n), "collision_steps": int(c)}
+                       for k, (ok, c, n) in enumerate(rows)])
 
 
 def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResult:
@@ -187,9 +190,7 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
     bar.close()
     for e in envs:
         e.close()
-    rows = [done[k] for k in range(cfg.episodes)]
-    return _result(cfg, sum(r[0] for r in rows), sum(r[1] > 0 for r in rows), sum(r[1] for r in rows),
-                   [r[2] for r in rows], [])
+    return _result(cfg, [done[k] for k in range(cfg.episodes)], [])
 
 
 def as_dict(result: EvalResult) -> dict:

@@ -57,6 +57,8 @@ def test_eval_reads_yaml_config(tmp_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["task"] == "lift" and res["mean_episode_steps"] == 7
+    assert res["per_episode"] == [{"seed": k, "success": False, "steps": 7, "collision_steps": 0}
+                                  for k in (0, 1)]
 
 
 def test_bench_env_json():

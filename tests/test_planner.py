@@ -252,6 +252,8 @@ def test_batched_evaluation_plans_many_episodes_at_once_and_repeats_itself():
                      batch=3, progress=False)
     first = as_dict(evaluate(cfg))
     assert first["success_rate"] >= 0.8 and first["seeds"] == [0, 4] and first["episodes"] == 5, first
+    assert [r["seed"] for r in first["per_episode"]] == list(range(5))  # in seed order, not finish order
+    assert sum(r["success"] for r in first["per_episode"]) == round(first["success_rate"] * 5)
     assert as_dict(evaluate(cfg)) == first
     with pytest.raises(ValueError, match="batched evaluation needs an MPC policy"):
         evaluate(EvalConfig(task="reach", policy="expert", episodes=2, batch=2))
