@@ -177,6 +177,21 @@ class RobotworldEnv(gym.Env):
         return self._state
 
 
+def check_actions(actions, shape: tuple[int, ...]) -> np.ndarray:
+    """Actions for many copies (copies, action size) as a float64 copy clipped to [-1, 1], as
+    each copy's own step would take them; a ValueError naming the expected shape, or the
+    copies whose actions hold NaN or infinite values."""
+    a = np.array(actions, dtype=np.float64)  # a copy: clipped in place below
+    if a.shape != shape:
+        raise ValueError(f"actions have shape {a.shape}; expected {shape} (copies, action size)")
+    if not math.isfinite(a.sum()) and not np.isfinite(a).all():
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1)).tolist()
+        raise ValueError(f"actions for copies {bad} contain NaN or infinite values; expected "
+                         "finite numbers in [-1, 1]")
+    np.minimum(a, 1.0, out=a)
+    return np.maximum(a, -1.0, out=a)
+
+
 def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
     """``begin_step`` for many MuJoCo copies of one task at once, with the controller run once
     over the batch (``EEController.command_batch``): the same joint commands, bit for bit, as
@@ -188,16 +203,7 @@ def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
         jac: (E, 6, nv) array that each copy's physics writes its Jacobian into
             (``MujocoPhysics.bind_jacobian``).
     """
-    a = np.array(actions, dtype=np.float64)  # a copy: clipped in place below
-    shape = (len(envs), *envs[0].action_space.shape)
-    if a.shape != shape:
-        raise ValueError(f"actions have shape {a.shape}; expected {shape} (copies, action size)")
-    if not math.isfinite(a.sum()) and not np.isfinite(a).all():
-        bad = np.flatnonzero(~np.isfinite(a).all(axis=1)).tolist()
-        raise ValueError(f"actions for copies {bad} contain NaN or infinite values; expected "
-                         "finite numbers in [-1, 1]")
-    np.minimum(a, 1.0, out=a)
-    np.maximum(a, -1.0, out=a)
+    a = check_actions(actions, (len(envs), *envs[0].action_space.shape))
     if any(env.episode is None for env in envs):
         raise RuntimeError("call reset() before step()")
     flat = np.stack([env._state.flat for env in envs])

@@ -57,17 +57,15 @@ class MujocoPhysics:
         self._tcp_xpos, self._tcp_xmat = d.site_xpos[self._tcp], d.site_xmat[self._tcp].reshape(3, 3)
         self._hand_xquat = d.xquat[self._hand]
         self._sensor_left, self._sensor_right, self._sensor_hit = self._sensor_idx.tolist()
-        # what state() gathers, as views (in the order of WorldState.flat): q, dq, a placeholder for the
-        # finger opening, tool position and quaternion, tool rotation, then the objects' qpos
-        # when it is one contiguous block (free joints one after another), as it is here
+        # what state() gathers, as views in the order of WorldState.flat: q, dq, a placeholder
+        # for the finger opening, tool position and quaternion, tool rotation, and the objects'
+        # qpos, one block (scene.build_mjcf writes their free joints one after another)
         idx = self._obj_qpos_idx
-        contiguous = idx.size == 0 or bool((np.diff(idx) == 1).all())
-        self._obj_view = d.qpos[idx[0]:idx[0] + idx.size] if contiguous and idx.size else (
-            d.qpos[:0] if contiguous else None)
+        start = int(idx[0]) if idx.size else 0
+        if not np.array_equal(idx, np.arange(start, start + idx.size)):
+            raise RuntimeError(f"the objects' free joints are not one block of qpos ({idx.tolist()})")
         self._gather = (self._qpos[:7], self._qvel[:7], self._qpos[7:8], self._tcp_xpos,
-                        self._hand_xquat, d.site_xmat[self._tcp])
-        if self._obj_view is not None:
-            self._gather += (self._obj_view,)
+                        self._hand_xquat, d.site_xmat[self._tcp], d.qpos[start:start + idx.size])
         self._grasp_min = 0.0  # set per episode by reset
 
     # ---- episode set-up -------------------------------------------------------------------
@@ -146,11 +144,10 @@ class MujocoPhysics:
 
     # ---- named accessors ------------------------------------------------------------------
     def state(self) -> WorldState:
-        # Everything a step reads, gathered by one concatenate into a fresh array (so the
-        # state is a snapshot); the fields are views of it, laid out as sims.physics.FLAT_PROPRIO, FLAT_ROT and FLAT_OBJECTS say.
+        # Everything a step reads, gathered by one concatenate into a fresh array (so the state
+        # is a snapshot); the fields are views of it (layout: sims.physics, FLAT_*)
         qpos = self._qpos
-        flat = np.concatenate(self._gather if self._obj_view is not None
-                              else (*self._gather, qpos[self._obj_qpos_idx]))
+        flat = np.concatenate(self._gather)
         finger = qpos[7] + qpos[8]
         flat[14] = finger  # over the placeholder the gather put there
         objs = flat[FLAT_OBJECTS:].reshape(self.nobj, 7)

@@ -360,17 +360,11 @@ class ProcessVectorEnv:
 
     def step(self, actions):
         """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos."""
-        import numpy as np
 
-        a = np.asarray(actions)
-        if a.shape != self._views["action"].shape:
-            raise ValueError(f"actions have shape {a.shape}; expected "
-                             f"{self._views['action'].shape} (num_envs, action size)")
-        if not np.isfinite(a).all():  # checked here so that no copy steps and another not
-            bad = np.flatnonzero(~np.isfinite(a).all(axis=1)).tolist()
-            raise ValueError(f"actions for copies {bad} contain NaN or infinite values; "
-                             "expected finite numbers in [-1, 1]")
-        self._views["action"][:] = a
+        from sims.env import check_actions
+
+        # checked here, before any worker steps, so that no copy steps and another not
+        self._views["action"][:] = check_actions(actions, self._views["action"].shape)
         events = [e for r in self._command("step") for e in r]
         infos = self._infos()
         for i, instruction, info in events:
