@@ -32,9 +32,9 @@ class EnvBenchConfig:
 class _Interleaved:
     """One env, a bare copy of its physics and the suite's two vector forms, stepped in turns.
 
-    Each ``round`` steps the env for a chunk of random actions, replays that chunk's controls
-    on the bare physics (``mj_step`` alone, from the same states), then steps each vector form
-    for about as many env steps. Every ratio ``bench env`` reports is taken within a round and
+    A round is ``single(n)``, which steps the env for a chunk of random actions and replays
+    that chunk's controls on the bare physics (``mj_step`` alone, from the same states), then
+    ``vector(form, m)`` for each form, about as many env steps. Every ratio ``bench env`` reports is taken within a round and
     the median over rounds reported: on a shared machine whose speed drifts by tens of percent
     within seconds, figures measured one after another compare the drift as much as the code.
     """
