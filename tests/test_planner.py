@@ -177,6 +177,22 @@ def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
                                               wm.last_goal).grasp + 1e-6).all()
 
 
+def test_lift_gate_holds_an_unheld_object_to_a_nudge():
+    """Beyond LIFT_FREE up and CARRY_FREE across, an object moves only as far as it is grasped."""
+    from robotworld.model.world_model import CARRY_FREE, LIFT_FREE, lift_gate
+
+    start = torch.tensor([[0.5, 0.0, 0.02]])
+    moved = torch.tensor([[0.6, 0.0, 0.12], [0.505, 0.005, 0.025], [0.5, -0.2, 0.02]])  # far, a nudge, far
+    free = lift_gate(moved, start, torch.zeros(3))
+    torch.testing.assert_close(free[0], torch.tensor([0.5 + CARRY_FREE, 0.0, 0.02 + LIFT_FREE]))
+    torch.testing.assert_close(free[1], moved[1])  # within both allowances: unchanged
+    torch.testing.assert_close(free[2], torch.tensor([0.5, -CARRY_FREE, 0.02]))
+    torch.testing.assert_close(lift_gate(moved, start, torch.ones(3)), moved)  # held: moves freely
+    half = lift_gate(moved[:1], start, torch.tensor([0.5]))[0]
+    torch.testing.assert_close(half, torch.tensor([0.5 + CARRY_FREE + 0.5 * (0.1 - CARRY_FREE), 0.0,
+                                                   0.02 + LIFT_FREE + 0.5 * (0.1 - LIFT_FREE)]))
+
+
 def test_gripper_gate_cases():
     """gripper_admits on hand-made steps (time along dim 1): holding at the start passes; an
     empty gripper passes only once it closes with the tool centred, after having been open."""

@@ -77,6 +77,12 @@ hold gate, which also covers objects held off-centre once lifted, still gave tho
 LIFT_FREE = 0.01
 """How far (m) an object may rise above its start without being grasped (tipping, bumps):
 imagination scales any rise beyond this by the grasp probability."""
+CARRY_FREE = 0.02
+"""How far (m) an object may move across the table from its start without being grasped (a
+nudge): imagination scales any sideways displacement beyond this by the grasp probability.
+Without it the model moved a cube with a tool that had come near it, held or not: it imagined
+a cube pushed 13 cm onto the goal by fingers passing above it, or dragged 19 cm beside a
+gripper closed on nothing, and MPC on pick_place planned for those (0 of 20; BENCHMARKS.md)."""
 
 
 @dataclass
@@ -221,11 +227,15 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
 
 
 def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> torch.Tensor:
-    """Object positions obj (..., 3) with any rise above start (..., 3) beyond LIFT_FREE scaled
-    by the grasp probability (...): nothing rises off the table unless held."""
+    """Object positions obj (..., 3) with any rise above start (..., 3) beyond LIFT_FREE, and
+    any move across beyond CARRY_FREE, scaled by the grasp probability (...): nothing rises off
+    the table, or travels across it, unless held."""
     rise = obj[..., 2] - start[..., 2]
     z = start[..., 2] + rise.clamp(max=LIFT_FREE) + (rise - LIFT_FREE).clamp(min=0) * grasp
-    return torch.cat((obj[..., :2], z[..., None]), -1)
+    d = obj[..., :2] - start[..., :2]
+    dist = d.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    allowed = dist.clamp(max=CARRY_FREE) + (dist - CARRY_FREE).clamp(min=0) * grasp[..., None]
+    return torch.cat((start[..., :2] + d * (allowed / dist), z[..., None]), -1)
 
 
 def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
@@ -371,7 +381,8 @@ class WorldModel(nn.Module):
         resting objects stay exactly where they were observed, and by ``touched``: no object
         moves before the imagined tool has come near it. Given the observed opening ``finger``
         (B,), grasp is gated by ``gripper_admits`` (with the gripper actions ``grip`` (B, H)) and
-        the first object rises off the table only as far as it is grasped (``lift_gate``).
+        the first object rises off, or moves across, the table only as far as it is grasped
+        (``lift_gate``).
 
         Returns object positions (B, H, N, 3), tool positions (B, H, 3), and grasp and collision
         probabilities, reward and success logits, each (B, H).
