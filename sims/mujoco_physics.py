@@ -9,7 +9,18 @@ import numpy as np
 
 from sims import robot, scene
 from sims.config import TaskConfig
-from sims.physics import FLAT_OBJECTS, FLAT_ROT, EpisodeSpec, WorldState, grasp_min_opening
+from sims.physics import (
+    FLAT_DQ,
+    FLAT_FINGER,
+    FLAT_OBJECTS,
+    FLAT_Q,
+    FLAT_ROT,
+    FLAT_TCP_POS,
+    FLAT_TCP_QUAT,
+    EpisodeSpec,
+    WorldState,
+    grasp_min_opening,
+)
 
 _MAX_SPEED2 = 1e3**2  # any joint faster than 1e3 (rad or m)/s means the simulation diverged
 
@@ -149,12 +160,12 @@ class MujocoPhysics:
         qpos = self._qpos
         flat = np.concatenate(self._gather)
         finger = qpos[7] + qpos[8]
-        flat[14] = finger  # over the placeholder the gather put there
+        flat[FLAT_FINGER] = finger  # over the placeholder the gather put there
         objs = flat[FLAT_OBJECTS:].reshape(self.nobj, 7)
         sd = self._sensordata
         return WorldState(
-            q=flat[:7], dq=flat[7:14], finger=float(finger), tcp_pos=flat[15:18],
-            tcp_rot=flat[FLAT_ROT].reshape(3, 3), tcp_quat=flat[18:22], obj_pos=objs[:, :3],
+            q=flat[FLAT_Q], dq=flat[FLAT_DQ], finger=float(finger), tcp_pos=flat[FLAT_TCP_POS],
+            tcp_rot=flat[FLAT_ROT].reshape(3, 3), tcp_quat=flat[FLAT_TCP_QUAT], obj_pos=objs[:, :3],
             obj_quat=objs[:, 3:],
             grasped=bool(sd[self._sensor_left] and sd[self._sensor_right]
                          and finger >= self._grasp_min),

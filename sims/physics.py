@@ -74,7 +74,10 @@ class WorldState(NamedTuple):
 # position and quaternion (7 per object), which is the objects observation
 FLAT_PROPRIO = slice(0, 22)
 FLAT_Q = slice(0, 7)
+FLAT_DQ = slice(7, 14)
+FLAT_FINGER = 14
 FLAT_TCP_POS = slice(15, 18)
+FLAT_TCP_QUAT = slice(18, 22)
 FLAT_ROT = slice(22, 31)
 FLAT_OBJECTS = 31
 
