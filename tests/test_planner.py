@@ -195,27 +195,39 @@ def test_lift_gate_holds_an_unheld_object_to_a_nudge():
 
 def test_gripper_gate_cases():
     """gripper_admits on hand-made steps (time along dim 1): holding at the start passes; an
-    empty gripper passes only once it closes with the tool centred, after having been open."""
+    empty gripper passes only once it closes, after having been open the step before, with the
+    tool centred where that step starts and where it ends."""
     from robotworld.model.world_model import gripper_admits
 
     H = 5
     obj = torch.zeros(1, H, 3)
-    centred_from_3 = torch.tensor([[0.0, 0.0, 0.03]] * 3 + [[0.0, 0.0, 0.005]] * 2)[None]
+    above, centre = [0.0, 0.0, 0.03], [0.0, 0.0, 0.005]
+    centred_from_2 = torch.tensor([above] * 2 + [centre] * 3)[None]
     closed, opens_at_1 = torch.full((1, H), -1.0), torch.tensor([[-1.0, 1.0, 1.0, -1.0, -1.0]])
 
-    def gate(finger, grip, tool):
-        return gripper_admits(torch.tensor([finger]), grip, tool, obj, 1)[0]
+    def gate(finger, grip, tool, start=above):
+        return gripper_admits(torch.tensor([finger]), grip, tool, obj, 1, torch.tensor([start]))[0]
 
-    assert gate(0.0, closed, centred_from_3).max() < 1e-3  # closed on nothing, never opened
-    g = gate(0.0, opens_at_1, centred_from_3)  # opens at step 1, centred from step 3
-    assert g[:3].max() < 1e-3 and g[3:].min() > 0.99
-    assert gate(0.08, closed, centred_from_3 + 0.03).max() < 1e-3  # open, never centred
-    assert gate(0.08, closed, centred_from_3)[3:].min() > 0.99  # open at the start, centred
-    assert gate(0.04, closed, centred_from_3 + 0.1).min() > 0.99  # closed on a 4 cm object
+    assert gate(0.0, closed, centred_from_2).max() < 1e-3  # closed on nothing, never opened
+    g = gate(0.0, opens_at_1, centred_from_2)  # opens at step 1, centred from step 2, closes at 3
+    assert g[:3].max() < 1e-3 and g[3:].min() > 0.98
+    assert gate(0.08, closed, centred_from_2 + 0.03).max() < 1e-3  # open, never centred
+    assert gate(0.08, closed, torch.tensor([centre] * H)[None], start=centre).min() > 0.98  # open, centred, closes
+    assert gate(0.04, closed, centred_from_2 + 0.1).min() > 0.99  # closed on a 4 cm object
+    # closed 2.5 cm above the centre, then slid down onto it while closed: the fingers shut
+    # within the first step, so no grasp
+    assert gate(0.08, closed, centred_from_2).max() < 1e-3
+    # open until the centre is reached at the end of step 2, closing during that same step: no
+    assert gate(0.0, torch.tensor([[1.0, 1.0, -1.0, -1.0, -1.0]]), centred_from_2).max() < 1e-3
     # centred only while open (steps 1-2), then off by 3 cm when it closes: no grasp
-    passes_over = torch.tensor([[0.0, 0.0, 0.03]] + [[0.0, 0.0, 0.005]] * 2 + [[0.03, 0.0, 0.005]] * 2)[None]
+    passes_over = torch.tensor([above] + [centre] * 2 + [[0.03, 0.0, 0.005]] * 2)[None]
     assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0]]), passes_over).max() < 1e-3
-    assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]]), centred_from_3).max() < 1e-3  # never closes
+    assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]]), centred_from_2).max() < 1e-3  # never closes
+    # along dim 0 (time first, the planner's layout) the same as along dim 1
+    grip = opens_at_1.T.expand(H, 3)
+    lean = gripper_admits(torch.zeros(1), grip, centred_from_2[0][:, None].expand(H, 3, 3), obj[0][:, None].expand(H, 3, 3),
+                          0, torch.tensor([above]))
+    torch.testing.assert_close(lean[:, 0], gate(0.0, opens_at_1, centred_from_2))
 
 
 def test_gripper_gate_opening_matches_the_robot():
