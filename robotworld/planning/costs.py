@@ -24,9 +24,9 @@ class CostWeights:
     """Weight of the Q ensemble's value after the horizon (a gain)."""
     collision: float = 1.0
     """Weight of the summed collision probability (a cost); 0 turns collision avoidance off.
-    On pick_place_clutter (100 episodes, 256 x 8 x 4) weight 1 gave 13x fewer steps in contact
-    than 0 at 16 against 17 successes; weight 5 gave 44x fewer but 10 successes: grasping
-    brings the fingers near the table, and the summed probability priced that out."""
+    Lift under MPC: 87 of 100 at weight 1, where weight 5 priced out a grasp near the table.
+    pick_place_clutter (100 episodes, 256 x 8 x 4): 17x fewer steps in contact than weight 0,
+    but 11 successes against 21 (BENCHMARKS.md)."""
     progress: float = 1.0
     """Weight of the imagined distance still to go, in metres, summed over the horizon (a cost):
     tool to goal on reach; on the object tasks, tool to object (while not grasped) plus object
