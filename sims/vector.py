@@ -360,7 +360,6 @@ class ProcessVectorEnv:
 
     def step(self, actions):
         """actions: (num_envs, A). Returns stacked obs, rewards, terminated, truncated, infos."""
-
         from sims.env import check_actions
 
         # checked here, before any worker steps, so that no copy steps and another not

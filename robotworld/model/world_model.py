@@ -232,11 +232,13 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
     def centred(d: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((CENTRED_XY - d[..., :2].norm(dim=-1)) / soft) * torch.sigmoid((CENTRED_Z - d[..., 2].abs()) / soft)
 
+    def previous(x: torch.Tensor, at_start: torch.Tensor) -> torch.Tensor:
+        """x one step later along dim: each step sees the step before, the first sees at_start."""
+        return torch.cat((at_start.expand_as(x.narrow(dim, 0, 1)), x.narrow(dim, 0, x.shape[dim] - 1)), dim)
+
     here = centred(tool - obj)
-    first = start.unsqueeze(dim)  # (B, 1, 3) or (1, S, 3)
-    before = torch.cat((centred(first).expand_as(here.narrow(dim, 0, 1)), here.narrow(dim, 0, here.shape[dim] - 1)), dim)
-    was_open = torch.cat((torch.sigmoid((f - ADMIT_OPENING) / soft).expand_as(opened.narrow(dim, 0, 1)),
-                          opened.narrow(dim, 0, opened.shape[dim] - 1)), dim)
+    before = previous(here, centred(start.unsqueeze(dim)))  # start: (B, 1, 3) or (1, S, 3)
+    was_open = previous(opened, torch.sigmoid((f - ADMIT_OPENING) / soft))
     return torch.maximum(held, (was_open * closing * before * here).cummax(dim).values)
 
 
