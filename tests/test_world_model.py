@@ -52,6 +52,31 @@ def test_imagine_shapes_and_determinism():
     torch.testing.assert_close(groups, torch.ones_like(groups))
 
 
+def test_blocks_of_rows_give_the_numbers_of_one_pass(monkeypatch):
+    """imagine and the planner's lean path run their head MLPs over blocks of whole steps when
+    there are many rows: with 300 sequences of 7 steps (blocks of 900 rows, the last one short),
+    per-sample task embeddings included, the numbers are those of one pass over all rows."""
+    from robotworld.model import world_model
+
+    m = _model()
+    z = m.encode(_obs(), task="pick_place")
+    temb = m.last_context[0].expand(300, -1)
+    acts = torch.rand(300, 7, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def run():
+        with torch.no_grad():
+            return (m.imagine(z, acts), m.imagine(z, acts, (temb, temb), m.last_anchor, m.last_tool, m.last_goal),
+                    m.imagine_outcomes(z, acts.transpose(0, 1), temb, m.last_tool, m.last_anchor, m.last_goal,
+                                       m.last_finger))
+
+    assert world_model.BLOCK_ROWS < 300 * 8
+    blocked = run()
+    monkeypatch.setattr(world_model, "BLOCK_ROWS", 10 ** 9)
+    for got, want in zip(blocked, run()):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_imagine_equals_the_training_path_step_by_step():
     """imagine (time-major, first layers split by input) gives what training computes:
     ``next`` step by step, ``read`` on every latent, then ``compose``; gates on and off, and

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -254,6 +254,25 @@ def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> to
     return torch.cat((start[..., :2] + d * (allowed / dist), z[..., None]), -1)
 
 
+BLOCK_ROWS = 1024  # rows per block of by_blocks: a (1024, 128) float activation is 512 kB
+
+
+def by_blocks(fn: Callable[..., torch.Tensor], rows: int, *xs: torch.Tensor) -> torch.Tensor:
+    """fn, a row-wise function, applied to aligned blocks of ``rows`` rows of xs and the results
+    concatenated: the same numbers as fn(*xs), with a block's hidden activations small enough to
+    stay in cache (on two CPU cores a (17408, 128) hidden layer took about 1.5x as long whole).
+    Whole under torch.compile, which fuses the elementwise work itself (and took minutes to
+    compile a plan unrolled into blocks)."""
+    if xs[0].shape[0] <= rows or torch.compiler.is_compiling():
+        return fn(*xs)
+    return torch.cat([fn(*(x[i:i + rows] for x in xs)) for i in range(0, xs[0].shape[0], rows)])
+
+
+def rowwise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """fn, a row-wise map of the last dimension (an MLP), over x (..., d) in blocks of rows."""
+    return by_blocks(fn, BLOCK_ROWS, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
     """Linear, LayerNorm, SiLU per hidden layer, then a linear output. (TD-MPC2 uses Mish; on two
     CPU cores an imagine call with SiLU took 36 ms against Mish's 48 ms.)"""
@@ -424,7 +443,7 @@ class WorldModel(nn.Module):
         while temb.dim() < tool.dim():
             temb = temb.unsqueeze(-2)
         x = torch.cat((geometry(tool, obj, goal), grasp[..., None], temb.expand(*tool.shape[:-1], -1)), -1)
-        out = self.outcome(x)
+        out = rowwise(self.outcome, x)
         return out[..., 0] * self.spec.reward_scale, out[..., 1]
 
     def grasp_prob(self, logit: torch.Tensor, tool: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
@@ -433,11 +452,11 @@ class WorldModel(nn.Module):
 
     def hold_logit(self, tool: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
         """Logit that the tool is where it can hold the object: offsets (..., 3) in 5 cm units."""
-        return self.hold((tool - obj) / 0.05).squeeze(-1)
+        return rowwise(self.hold, (tool - obj) / 0.05).squeeze(-1)
 
     def contact_logit(self, tool: torch.Tensor) -> torch.Tensor:
         """Collision logit from tool positions (..., 3) in metres -> (...)"""
-        return self.contact((tool - self.contact_offset) / self.contact_scale).squeeze(-1)
+        return rowwise(self.contact, (tool - self.contact_offset) / self.contact_scale).squeeze(-1)
 
     def moved_logits(self, z0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Logits that each object has moved between z0 and z. z0: (B, L), z: (B, H, L) -> (B, H, N)"""
@@ -524,8 +543,12 @@ class WorldModel(nn.Module):
         inplace = not torch.is_grad_enabled()
         hl1, hln, _, hout = self.heads
         task_share = torch.addmm(hl1.bias, temb1, hl1.weight[:, L:].T)  # (1 or B, Hd)
-        h = self._with_share(rows, hl1.weight[:, :L], task_share)
-        heads = self._decode(hout(F.silu(hln(h), inplace=inplace)).view(H + 1, B, -1))  # steps 0 .. H
+        block = self._block_rows(B)
+
+        def read(r: torch.Tensor) -> torch.Tensor:
+            return hout(F.silu(hln(self._with_share(r, hl1.weight[:, :L], task_share)), inplace=inplace))
+
+        heads = self._decode(by_blocks(read, block, rows).view(H + 1, B, -1))  # steps 0 .. H
         obj_dec = heads["object_pos"]
         remembered = context is None and self.last_tool is not None
         if anchor is None:
@@ -539,12 +562,18 @@ class WorldModel(nn.Module):
         anchor = anchor.reshape(-1, N, 3).expand(B, N, 3)
         steps = rows[B:]  # z_1 .. z_H, (H * B, L)
         tl1, tln, _, tout = self.tool
-        th = self._with_share(steps, tl1.weight[:, L:2 * L], self._start_share(tl1, z, L))
-        th = th + act_t.cumsum(0).reshape(H * B, A) @ tl1.weight[:, 2 * L:].T
-        tool_pos = (tout(F.silu(tln(th), inplace=inplace)).view(H, B, 3) * 0.1 + tool.reshape(-1, 3))  # (H, B, 3)
         ml1, mln, _, mout = self.moved
-        mh = self._with_share(steps, ml1.weight[:, L:], self._start_share(ml1, z, L))
-        moved = torch.sigmoid(mout(F.silu(mln(mh), inplace=inplace))).view(H, B, N)
+        tool_share, moved_share = self._start_share(tl1, z, L), self._start_share(ml1, z, L)
+
+        def path(r: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+            th = self._with_share(r, tl1.weight[:, L:2 * L], tool_share).addmm_(summed, tl1.weight[:, 2 * L:].T)
+            return tout(F.silu(tln(th), inplace=inplace))
+
+        def moved_logit(r: torch.Tensor) -> torch.Tensor:
+            return mout(F.silu(mln(self._with_share(r, ml1.weight[:, L:], moved_share)), inplace=inplace))
+
+        tool_pos = by_blocks(path, block, steps, act_t.cumsum(0).reshape(H * B, A)).view(H, B, 3) * 0.1 + tool.reshape(-1, 3)
+        moved = torch.sigmoid(by_blocks(moved_logit, block, steps)).view(H, B, N)
         moved = (moved * touched(tool_pos.transpose(0, 1), anchor, 1).transpose(0, 1))[..., None]
         pos = anchor[None] + moved * (obj_dec[1:] - obj_dec[:1])  # (H, B, N, 3)
         obj0 = pos[:, :, 0]
@@ -564,9 +593,11 @@ class WorldModel(nn.Module):
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """Latents after each step, ``next`` applied H times, computed as the plan needs it.
 
-        The first layer of the dynamics is split by input: the actions' share is one matrix
-        product for the whole horizon and the task's share a constant, so each step is one
-        addmm from the latent (no concatenation). Same numbers as ``next`` (tests check it).
+        The first layer of the dynamics is split by input: the task's share is a constant, and
+        each step adds the actions' and the latent's shares onto it, two addmm and no
+        concatenation. (One product of all H steps' actions with their 5 columns of the weight
+        took longer on two CPU cores than the 16 small ones.) Same numbers as ``next`` (tests
+        check it).
 
         Args:
             z: (1 or B, L) start latent(s).
@@ -579,16 +610,17 @@ class WorldModel(nn.Module):
         H, B, _ = actions.shape
         lin1, ln1, _, lin2, ln2, _, lin3 = self.dynamics  # Linear, LayerNorm, SiLU, ..., Linear
         w = lin1.weight
-        task_drive = torch.addmm(lin1.bias, temb, w[:, L + A:].T)  # (1 or B, Hd); rows below are t * B + b
-        drive = self._with_share(actions.reshape(H * B, A), w[:, L:L + A], task_drive).view(H, B, -1)
-        w_z = w[:, :L].T
+        task_drive = torch.addmm(lin1.bias, temb, w[:, L + A:].T)  # (1 or B, Hd)
+        w_z, w_a = w[:, :L].T, w[:, L:L + A].T
         z = z.expand(B, -1)
         inplace = not torch.is_grad_enabled()  # in-place activations only where nothing is differentiated
         zs = []
         norm1, norm2 = (ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps), \
             (ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
         for t in range(H):  # functional calls: this loop is the plan
-            h = F.silu(F.layer_norm(torch.addmm(drive[t], z, w_z), *norm1), inplace=inplace)
+            # the step's actions, then its latent, added onto the task's share (addmm's output is
+            # not saved for backward, so adding in place is safe under autograd)
+            h = F.silu(F.layer_norm(torch.addmm(task_drive, actions[t], w_a).addmm_(z, w_z), *norm1), inplace=inplace)
             h = F.silu(F.layer_norm(F.linear(h, lin2.weight, lin2.bias), *norm2), inplace=inplace)
             z = simnorm(F.linear(h, lin3.weight, lin3.bias), self.cfg.simnorm_group)
             zs.append(z)
@@ -626,8 +658,12 @@ class WorldModel(nn.Module):
         hl1, hln, hact, hout = self.heads
         hw = hl1.weight
         task_head = torch.addmm(hl1.bias, temb, hw[:, L:].T)
-        h = hact(hln(self._with_share(zs.view(H * S, L), hw[:, :L], task_head)))
-        out = torch.addmm(hout.bias[:5], h, hout.weight[:5].T).view(H, S, 5)  # grasp, collision, object 0
+        rows, block = zs.view(H * S, L), self._block_rows(S)
+
+        def read(r: torch.Tensor) -> torch.Tensor:  # grasp, collision, object 0
+            return torch.addmm(hout.bias[:5], hact(hln(self._with_share(r, hw[:, :L], task_head))), hout.weight[:5].T)
+
+        out = by_blocks(read, block, rows).view(H, S, 5)
         first = self.read(z0_in.expand(temb.shape[0], -1) if z0_in.shape[0] == 1 else z0_in, temb)  # at z_0
         tool = first["tool_pos"] if tool is None else tool.reshape(-1, 3)
         goal = first["goal"] if goal is None else goal.reshape(-1, 3)
@@ -635,13 +671,18 @@ class WorldModel(nn.Module):
         # the moved gate and the tool path, their first layers split as the dynamics' is: the
         # start latent's share is a constant, the latents' (and summed actions') a product each
         tl1, tln, tact, tout = self.tool
-        tw = tl1.weight
-        th = self._with_share(zs.view(H * S, L), tw[:, L:2 * L], self._start_share(tl1, z0_in, L))
-        th.addmm_(actions.cumsum(0).view(H * S, A), tw[:, 2 * L:].T)
-        tool_pos = tout(tact(tln(th))).view(H, S, 3).mul_(0.1).add_(tool)
         ml1, mln, mact, mout = self.moved
-        mh = mact(mln(self._with_share(zs.view(H * S, L), ml1.weight[:, L:], self._start_share(ml1, z0_in, L))))
-        moved = torch.sigmoid(torch.addmm(mout.bias[:1], mh, mout.weight[:1].T)).view(H, S, 1)
+        tw, tool_share, moved_share = tl1.weight, self._start_share(tl1, z0_in, L), self._start_share(ml1, z0_in, L)
+
+        def path(r: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+            return tout(tact(tln(self._with_share(r, tw[:, L:2 * L], tool_share).addmm_(summed, tw[:, 2 * L:].T))))
+
+        def moved_logit(r: torch.Tensor) -> torch.Tensor:  # the first object's only
+            mh = mact(mln(self._with_share(r, ml1.weight[:, L:], moved_share)))
+            return torch.addmm(mout.bias[:1], mh, mout.weight[:1].T)
+
+        tool_pos = by_blocks(path, block, rows, actions.cumsum(0).view(H * S, A)).view(H, S, 3).mul_(0.1).add_(tool)
+        moved = torch.sigmoid(by_blocks(moved_logit, block, rows)).view(H, S, 1)
         moved = moved * touched(tool_pos, obj0, 0)[..., None]
         obj = obj0 + moved * (out[..., 2:5] * 0.1 + self.pos_offset - first["object_pos"][:, 0])
         collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool_pos))
@@ -651,6 +692,12 @@ class WorldModel(nn.Module):
             obj = lift_gate(obj, obj0, grasp)
         reward, success = self.outcomes(tool_pos, obj, goal, grasp, temb[None])
         return Outcomes(reward, torch.sigmoid(success), collision, z, grasp, tool_pos, obj, goal)
+
+    @staticmethod
+    def _block_rows(B: int) -> int:
+        """Rows per block of ``by_blocks`` over time-major rows of B sequences: whole steps, about
+        BLOCK_ROWS of them (a share of shape (B, out) then lines up with every block)."""
+        return B * max(1, BLOCK_ROWS // B)
 
     @staticmethod
     def _start_share(first: nn.Linear, z0: torch.Tensor, L: int) -> torch.Tensor:
