@@ -33,13 +33,14 @@ EXIT_BAD_INPUT = 2
 
 
 def _table(rows: list[dict]) -> str:
-    head = f"{'task':20s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s} {'collide':>8s}"
+    head = (f"{'task':20s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s} {'collide':>8s}"
+            f" {'grasped':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lo, hi = r["success_ci95"]
         lines.append(f"{r['task']:20s} {r['sim']:9s} {r['episodes']:8d} {r['success_rate']:8.1%}"
                      f" {f'[{lo:.1%}, {hi:.1%}]':>15s} {r['mean_episode_steps']:7.1f}"
-                     f" {r['collision_rate']:8.1%}")
+                     f" {r['collision_rate']:8.1%} {r['grasp_rate']:8.1%}")
     return "\n".join(lines)
 
 

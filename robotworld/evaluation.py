@@ -52,8 +52,11 @@ class EvalResult:
     videos: list[str]
     collisions_per_episode: float = 0.0
     """Mean number of steps with a collision per episode (collision_rate counts episodes)."""
+    grasp_rate: float = 0.0
+    """Fraction of episodes in which the object was held (``is_grasped``) at some step: with
+    the success rate, it tells a plan that never grasps from one that drops what it held."""
     per_episode: list[dict] = field(default_factory=list)
-    """One entry per episode, in seed order: seed, success, steps, collision_steps."""
+    """One entry per episode, in seed order: seed, success, steps, collision_steps, grasp_steps."""
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
@@ -74,25 +77,26 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
 
 
 def run_episode(env, policy, seed: int, record: bool = False):
-    """One episode. Returns (success, collision steps, steps, frames)."""
+    """One episode. Returns (success, collision steps, steps, frames, grasp steps)."""
     obs, info = env.reset(seed=seed)
     policy.reset(env)
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
     success = False
-    steps = collisions = 0
+    steps = collisions = held = 0
     done = False
     while not done:
         for a in policy.act(obs):
             obs, _, terminated, truncated, info = env.step(a)
             steps += 1
             collisions += bool(info["collision"])
+            held += bool(info.get("is_grasped", False))
             success |= bool(info["is_success"])
             if record:
                 frames.append(env.unwrapped.physics.render("front", 240, 320))
             done = terminated or truncated
             if done:
                 break
-    return success, collisions, steps, frames
+    return success, collisions, steps, frames, held
 
 
 def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
@@ -120,8 +124,8 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
-        ok, n_hits, steps, frames = run_episode(env, policy, cfg.seed + k, record)
-        rows.append((int(ok), n_hits, steps))
+        ok, n_hits, steps, frames, held = run_episode(env, policy, cfg.seed + k, record)
+        rows.append((int(ok), n_hits, steps, held))
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{cfg.policy}_seed{cfg.seed + k}.mp4"
             write_video(frames, path)
@@ -131,17 +135,17 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
     return _result(cfg, rows, videos)
 
 
-def _result(cfg: EvalConfig, rows: list[tuple[int, int, int]], videos: list[str]) -> EvalResult:
-    """rows: (success, collision steps, steps) per episode, in seed order."""
+def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int]], videos: list[str]) -> EvalResult:
+    """rows: (success, collision steps, steps, grasp steps) per episode, in seed order."""
     wins = sum(r[0] for r in rows)
     lo, hi = wilson_interval(wins, cfg.episodes)
     return EvalResult(cfg.task, cfg.policy, cfg.sim, cfg.episodes,
                       [cfg.seed, cfg.seed + cfg.episodes - 1], wins / cfg.episodes,
                       [round(lo, 4), round(hi, 4)], sum(r[1] > 0 for r in rows) / cfg.episodes,
                       float(np.mean([r[2] for r in rows])), videos,
-                      sum(r[1] for r in rows) / cfg.episodes,
-                      [{"seed": cfg.seed + k, "success": bool(ok), "steps": int(n), "collision_steps": int(c)}
-                       for k, (ok, c, n) in enumerate(rows)])
+                      sum(r[1] for r in rows) / cfg.episodes, sum(r[3] > 0 for r in rows) / cfg.episodes,
+                      [{"seed": cfg.seed + k, "success": bool(ok), "steps": int(n), "collision_steps": int(c),
+                        "grasp_steps": int(g)} for k, (ok, c, n, g) in enumerate(rows)])
 
 
 def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResult:
@@ -157,8 +161,8 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
     policy.reset_batch(env, E)
     episode: list[int | None] = [None] * E  # the episode each slot runs
     obs: list[dict] = [{}] * E
-    tally = np.zeros((E, 3), dtype=np.int64)  # success, collision steps, steps
-    done: dict[int, tuple[int, int, int]] = {}
+    tally = np.zeros((E, 4), dtype=np.int64)  # success, collision steps, steps, grasp steps
+    done: dict[int, tuple[int, int, int, int]] = {}
     started = 0
     bar = tqdm(total=cfg.episodes, desc=f"{cfg.task}/{cfg.policy}/{cfg.sim} x{E}", disable=not cfg.progress,
                leave=False)
@@ -181,7 +185,8 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
             if episode[e] is None:
                 continue
             obs[e], _, terminated, truncated, info = envs[e].step(actions[e])
-            tally[e] += (bool(info["is_success"]) and not tally[e, 0], bool(info["collision"]), 1)
+            tally[e] += (bool(info["is_success"]) and not tally[e, 0], bool(info["collision"]), 1,
+                         bool(info.get("is_grasped", False)))
             if terminated or truncated:
                 done[episode[e]] = tuple(int(v) for v in tally[e])
                 bar.update()

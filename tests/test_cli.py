@@ -29,6 +29,18 @@ def test_eval_json_has_the_documented_keys(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_eval_counts_grasps():
+    """The expert lifts by grasping: every episode holds the object for some steps, and the
+    text table shows the grasp rate beside the collision rate."""
+    out = run("eval", "--policy", "expert", "--task", "lift", "--episodes", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["grasp_rate"] == 1.0 and res["success_rate"] == 1.0
+    assert all(0 < r["grasp_steps"] < r["steps"] for r in res["per_episode"])
+    text = run("eval", "--policy", "zero", "--task", "lift", "--episodes", "1")
+    assert text.returncode == 0 and "grasped" in text.stdout, text.stderr
+
+
 def test_eval_pybullet_zero_policy():
     out = run("eval", "--policy", "zero", "--task", "push", "--episodes", "2", "--sim", "pybullet",
               "--set", "episode_length=10", "--json")
@@ -57,8 +69,9 @@ def test_eval_reads_yaml_config(tmp_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["task"] == "lift" and res["mean_episode_steps"] == 7
-    assert res["per_episode"] == [{"seed": k, "success": False, "steps": 7, "collision_steps": 0}
+    assert res["per_episode"] == [{"seed": k, "success": False, "steps": 7, "collision_steps": 0, "grasp_steps": 0}
                                   for k in (0, 1)]
+    assert res["grasp_rate"] == 0.0
 
 
 def test_bench_env_json():
