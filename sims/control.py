@@ -58,6 +58,27 @@ def down_orientation_error(rot: np.ndarray, yaw: float) -> list[float]:
             0.5 * ((s * r00 - c * r01) - (c * r10 + s * r11))]
 
 
+def wrist_yaw_step(yaw_step: float, q7: float, axis_z: float) -> float:
+    """The part of a commanded tool yaw step (rad) that the wrist can turn.
+
+    With the tool pointing down, the last joint turns the tool's yaw by ``axis_z`` (the world z
+    component of its axis, near -1) per radian. A step that would carry that joint past its
+    limit (less the clamp's margin) is cut to the room left: asked of the IK in full, the
+    clamped wrist left the other joints chasing the yaw, and the tool hardly moved where it was
+    sent (a planner holding the yaw command at the limit saw its tool stall for tens of steps).
+    A tool not pointing down (|axis_z| < 0.5) is left alone.
+    """
+    if abs(axis_z) < 0.5:
+        return yaw_step
+    dq = yaw_step / axis_z
+    lo, hi = _Q_LO_L[6] - q7, _Q_HI_L[6] - q7
+    if dq > hi:
+        dq = hi if hi > 0.0 else 0.0
+    elif dq < lo:
+        dq = lo if lo < 0.0 else 0.0
+    return dq * axis_z
+
+
 def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> list[float]:
     """Joint target one control step ahead.
 
@@ -173,7 +194,7 @@ class EEController:
         step = self.max_ee_step
         err = [min(max(p + d * step, lo), hi) - p
                for p, d, lo, hi in zip(tcp_pos.tolist(), (dx, dy, dz), _WS_LOW, _WS_HIGH)]
-        yaw = tool_yaw(tcp_rot) + dyaw * self.max_yaw_step
+        yaw = tool_yaw(tcp_rot) + wrist_yaw_step(dyaw * self.max_yaw_step, float(q[6]), float(jac[5, 6]))
         err += down_orientation_error(tcp_rot, yaw)
         return ik_step(jac, err, q, self.dt) + [finger, finger]
 
@@ -195,8 +216,9 @@ class EEController:
                     tcp_pos, out=err[:, :3])
         # the angles one arm at a time through math (numpy's trigonometry may round otherwise)
         r = tcp_rot.reshape(-1, 9)
-        yaw = [math.atan2(r10, r00) + d * self.max_yaw_step
-               for r10, r00, d in zip(r[:, 3].tolist(), r[:, 0].tolist(), action[:, 3].tolist())]
+        yaw = [math.atan2(r10, r00) + wrist_yaw_step(d * self.max_yaw_step, q7, jz)
+               for r10, r00, d, q7, jz in zip(r[:, 3].tolist(), r[:, 0].tolist(), action[:, 3].tolist(),
+                                              q[:, 6].tolist(), jac[:, 5, 6].tolist())]
         c = np.array([math.cos(y) for y in yaw])
         s = np.array([math.sin(y) for y in yaw])
         r00, r01, r02, r10, r11, r12, r20, r21 = (r[:, k] for k in range(8))

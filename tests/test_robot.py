@@ -93,6 +93,38 @@ def test_ik_step_moves_the_tool_by_the_asked_delta():
     np.testing.assert_allclose(d.site_xpos[tcp] - before, [0.01, -0.01, 0.005], atol=5e-4)
 
 
+def test_a_yaw_command_past_the_wrist_limit_does_not_stall_the_tool():
+    """With the last joint at its limit, a yaw command that pushes further is cut to what the
+    wrist can turn, so the tool still moves as asked (before: 0.34 of an asked -0.6 in y);
+    a yaw command away from the limit is kept."""
+    from sims import control
+
+    m = mujoco.MjModel.from_xml_string(robot.arm_mjcf_model())
+    d = mujoco.MjData(m)
+    q = robot.HOME_Q.copy()
+    q[6] = robot.Q_MAX[6] - 0.02  # where the joint clamp holds it
+    d.qpos[:7] = q
+    mujoco.mj_forward(m, d)
+    tcp = m.site("tcp").id
+    jac = np.zeros((6, m.nv))
+    mujoco.mj_jacSite(m, d, jac[:3], jac[3:], tcp)
+    jac = jac[:, :7]
+    assert jac[5, 6] < -0.99  # pointing down, the wrist turns the yaw the other way round
+    before, rot = d.site_xpos[tcp].copy(), d.site_xmat[tcp].reshape(3, 3).copy()
+    ctl = control.EEController(0.03, 0.25, 0.1, 0.05)
+    moved = {}
+    for dyaw in (-1.0, 0.0, 1.0):
+        target = ctl.command([0.6, -0.6, -0.4, dyaw, 0.0], q, before, rot, jac)
+        d.qpos[:7] = target[:7]
+        mujoco.mj_kinematics(m, d)
+        moved[dyaw] = (d.site_xpos[tcp] - before) / 0.03
+    np.testing.assert_allclose(moved[-1.0], [0.6, -0.6, -0.4], atol=0.06)
+    np.testing.assert_array_equal(moved[-1.0], moved[0.0])  # past the limit: no yaw at all
+    assert control.wrist_yaw_step(0.2, q[6], jac[5, 6]) == 0.2  # away from the limit: kept
+    assert control.wrist_yaw_step(-0.2, q[6], jac[5, 6]) == 0.0
+    assert control.wrist_yaw_step(-0.2, q[6], 0.1) == -0.2  # tool not pointing down: left alone
+
+
 def test_joint_target_clamp_keeps_velocity_and_position_limits():
     from sims import control
 
