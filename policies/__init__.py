@@ -1,6 +1,8 @@
 """Policies that any ``robotworld eval`` can run, chosen by name.
 
-A policy has ``reset(env)`` and ``act(obs) -> (H, A)`` action chunk (H may be 1).
+A policy has ``reset(env, seed=None)`` and ``act(obs) -> (H, A)`` action chunk (H may be 1).
+Given the episode's seed, a policy that draws random numbers restarts them from (its own seed,
+the episode's), so any episode of an evaluation replays the same when run alone.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 
 
 class Policy(Protocol):
-    def reset(self, env) -> None: ...
+    def reset(self, env, seed: int | None = None) -> None: ...
     def act(self, obs) -> np.ndarray: ...
 
 
@@ -22,12 +24,12 @@ class ExpertPolicy:
     def __init__(self, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> None:
         self.noise, self.seed, self.fumble, self._expert = noise, seed, fumble, None
 
-    def reset(self, env) -> None:
+    def reset(self, env, seed: int | None = None) -> None:
         from sims.experts import make_expert
 
         if self._expert is None or self._expert.env is not env:
             self._expert = make_expert(env, self.noise, self.seed, self.fumble)
-        self._expert.reset()
+        self._expert.reset(seed)
 
     def act(self, obs) -> np.ndarray:
         return self._expert.act(obs)[None]
@@ -37,10 +39,13 @@ class RandomPolicy:
     """Uniform random actions from the env's action space, seeded."""
 
     def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.space = None
 
-    def reset(self, env) -> None:
+    def reset(self, env, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng([self.seed or 0, seed])
         self.space = env.action_space
         self._lo = env.action_space.low.astype(np.float64)
         self._span = (env.action_space.high - env.action_space.low).astype(np.float64)
@@ -53,7 +58,7 @@ class RandomPolicy:
 class ZeroPolicy:
     """Does nothing: zero motion, gripper held open. Must score 0% on every task."""
 
-    def reset(self, env) -> None:
+    def reset(self, env, seed: int | None = None) -> None:
         self.a = np.zeros(env.action_space.shape, np.float32)
         self.a[-1] = 1.0
 

@@ -44,13 +44,16 @@ class MPCPolicy:
         self.task = u.cfg.task
         return u
 
-    def reset(self, env) -> None:
+    def reset(self, env, seed: int | None = None) -> None:
+        """Start an episode; given its seed, the sampling noise restarts from (the planner's
+        seed, the episode's), so that an episode of an evaluation replays the same alone."""
         from robotworld.planning import Planner
 
         u = self._check(env)
         if self.planner is None:
             self.planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg, self.device)
-        self.planner.reset()
+        self.planner.reset(None if seed is None else
+                           int(np.random.SeedSequence([self.planner_cfg.seed, seed]).generate_state(1)[0]))
 
     def act(self, obs) -> np.ndarray:
         self.cost.observe(obs, self.task)

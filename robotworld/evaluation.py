@@ -21,7 +21,9 @@ class EvalConfig:
     """Policy: expert, noisy-expert, fumbling-expert, random, zero, mpc (MPPI over the shipped
     world model), or a world-model checkpoint PATH.pt / mpc:PATH to plan with."""
     episodes: int = 100
-    """Number of episodes; episode k is reset with seed + k."""
+    """Number of episodes; episode k is reset with seed + k, and the policy's randomness (a
+    planner's noise, a noisy expert's) restarts from that seed too, so any episode replays the
+    same alone (--seed S --episodes 1)."""
     seed: int = 0
     """First episode seed."""
     sim: str = "mujoco"
@@ -79,7 +81,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
 def run_episode(env, policy, seed: int, record: bool = False):
     """One episode. Returns (success, collision steps, steps, frames, grasp steps)."""
     obs, info = env.reset(seed=seed)
-    policy.reset(env)
+    policy.reset(env, seed)
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
     success = False
     steps = collisions = held = 0
@@ -111,7 +113,10 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
     if cfg.batch < 1:
         raise ValueError(f"batch = {cfg.batch}: expected at least 1")
     env = sims.make(cfg.task, sim=cfg.sim, **overrides)
-    policy = make_policy(cfg.policy, seed=cfg.seed)
+    # one episode at a time, each episode's randomness (a planner's noise, a noisy expert's)
+    # restarts from its own seed, so that episode k of a run replays the same alone; batched,
+    # the planner's noise is shared and drawn from the run's first seed
+    policy = make_policy(cfg.policy, seed=cfg.seed if cfg.batch > 1 else 0)
     if cfg.batch > 1:
         if not hasattr(policy, "act_batch"):
             raise ValueError(f"batch = {cfg.batch}: policy '{cfg.policy}' plans one environment at a time; "

@@ -38,13 +38,18 @@ class Expert:
         self.env = env
         self.noise = noise
         self.fumble = fumble
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.phase = "start"
         self.timer = 0
         self.fumbling = 0
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode; given the episode's seed, the noise restarts from (seed of the
+        expert, seed of the episode), so that the episode replays the same alone."""
         self.phase, self.timer, self.fumbling = "start", 0, 0
+        if seed is not None:
+            self.rng = np.random.default_rng([self.seed or 0, seed])
 
     def _go(self, s: WorldState, target: np.ndarray, grip: float, yaw: float = 0.0,
             speed: float = 1.0) -> np.ndarray:

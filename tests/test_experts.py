@@ -1,5 +1,7 @@
 """Scripted experts succeed on a small seeded episode count, in both engines."""
 
+import numpy as np
+
 import sims
 from robotworld.evaluation import EvalConfig, evaluate
 
@@ -41,3 +43,27 @@ def test_fumbling_expert_inverts_its_gripper_in_seeded_spells():
     assert steady[:10] == [1.0] * 10  # the expert approaches with the gripper open
     assert -1.0 in fumbling[:30]  # and the fumbling one closes it on the way, some of the time
     assert fumbling == gripper_commands("fumbling-expert")
+
+
+def test_an_episode_of_a_run_replays_the_same_alone():
+    """Given the episode's seed at reset, a policy's randomness restarts from it: the noisy
+    expert, the random policy and MPC act the same in an episode whatever came before it."""
+    from policies import make_policy
+
+    def actions(pol, env, seed: int, steps: int = 6):
+        obs, _ = env.reset(seed=seed)
+        pol.reset(env, seed)
+        out = []
+        for _ in range(steps):
+            a = pol.act(obs)[0]
+            out.append(a)
+            obs, *_ = env.step(a)
+        return np.array(out)
+
+    env = sims.make("lift")
+    for name in ("noisy-expert", "random", "mpc:default,samples=64,horizon=4,iterations=2"):
+        pol = make_policy(name, seed=0)
+        first = actions(pol, env, 4)
+        actions(pol, env, 3)  # another episode in between moves every stream on
+        np.testing.assert_array_equal(actions(pol, env, 4), first, err_msg=name)
+        assert not np.array_equal(actions(pol, env, 5), first), name

@@ -125,8 +125,11 @@ class Planner:
     def _E(self) -> int:
         return self.envs or 1
 
-    def reset(self) -> None:
-        """Forget the previous solution (call at the start of an episode)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the previous solution (call at the start of an episode); with a seed, the
+        sampling noise also restarts from it."""
+        if seed is not None:
+            self.gen.manual_seed(seed)
         H, A = self.cfg.horizon, self.action_dim
         self._mean = ((self.low + self.high) / 2).expand(H, self._E, A).clone()  # (H, E, A)
         self._last = self._mean[0].clone()  # (E, A)
