@@ -475,6 +475,9 @@ class ImagineBenchConfig:
     """auto, cpu or cuda."""
     threads: int = 0
     """CPU threads for torch (0: torch's default, one per core)."""
+    compile: bool = False
+    """Also time imagine compiled (torch.compile; inductor needs a C++ compiler on CPU, and
+    compiling takes about a minute): transitions_per_s_compiled beside the eager figure."""
 
 
 def bench_imagine(cfg: ImagineBenchConfig) -> dict:
@@ -511,6 +514,23 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
             sync()
             times.append(time.perf_counter() - t0)
     per_call = float(np.median(times))
+    compiled: dict = {}
+    if cfg.compile:
+        fast = torch.compile(model.imagine, dynamic=False)
+        with torch.inference_mode():
+            for _ in range(3):  # the first call compiles
+                fast(z, acts, ctx)
+            sync()
+            ctimes = []
+            for _ in range(cfg.iters):
+                t0 = time.perf_counter()
+                fast(z, acts, ctx)
+                sync()
+                ctimes.append(time.perf_counter() - t0)
+        c = float(np.median(ctimes))
+        compiled = {"imagine_ms_p50_compiled": round(c * 1e3, 2),
+                    "imagine_ms_p95_compiled": round(float(np.percentile(ctimes, 95)) * 1e3, 2),
+                    "transitions_per_s_compiled": round(cfg.batch * cfg.horizon / c, 1)}
     # training throughput on a batch of the training shapes
     tcfg = TrainConfig(horizon=10)
     obj = Objective(model.train(), tcfg).to(device)
@@ -539,7 +559,7 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
             "batch": cfg.batch, "horizon": cfg.horizon,
             "imagine_ms_p50": round(per_call * 1e3, 2),
             "imagine_ms_p95": round(float(np.percentile(times, 95)) * 1e3, 2),
-            "transitions_per_s": round(cfg.batch * cfg.horizon / per_call, 1),
+            "transitions_per_s": round(cfg.batch * cfg.horizon / per_call, 1), **compiled,
             "train_batch": B, "train_horizon": H,
             "train_samples_per_s": round(B / float(np.median(steps_t)), 1)}
 
