@@ -403,3 +403,35 @@ def test_a_compiled_iteration_plans_as_the_eager_one():
     compiled = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg, compile=True))
     for _ in range(2):
         torch.testing.assert_close(compiled.plan(), eager.plan(), rtol=1e-4, atol=1e-4)
+
+
+def test_collision_floor_leaves_a_grasp_height_alone_and_charges_a_contact():
+    """Only collision probability above the floor is charged: from the expert's approach over
+    a cube, coming down to the cube's centre costs nothing with the floor (and something
+    without), driving on into the table costs about a step per step; the floor lies in [0, 1)."""
+    import sims
+    from policies import make_policy
+    from robotworld.model import load
+    from robotworld.planning import CostWeights, WorldModelCost
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=3)
+    expert = make_policy("expert")
+    expert.reset(env, 3)
+    while obs["proprio"][17] > 0.045:  # the expert's tool comes down over the cube
+        obs, *_ = env.step(expert.act(obs)[0])
+    x = torch.zeros(8, 2, 5)
+    x[..., 4] = 1.0  # gripper open
+    for k, height in enumerate((0.02, -0.02)):  # the cube's centre; 2 cm into the table
+        x[:3, k, 2] = float(np.clip((height - obs["proprio"][17]) / 0.09, -1, 1))
+    charged = {}
+    for floor in (0.0, 0.25):
+        cost = WorldModelCost(wm, CostWeights(reward=0, success=0, value=0, progress=0, collision=1,
+                                              collision_floor=floor))
+        cost.observe(obs, "lift")
+        charged[floor] = cost(x)
+    assert charged[0.25][0] == 0 < charged[0.0][0], charged
+    assert charged[0.25][1] > 3.0, charged
+    with pytest.raises(ValueError, match="collision_floor"):
+        CostWeights(collision_floor=1.0)
