@@ -503,30 +503,27 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
     temb = model.task_emb(torch.zeros(cfg.batch, dtype=torch.long, device=device))
     ctx = (temb, torch.zeros_like(temb))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        for _ in range(3):
-            model.imagine(z, acts, ctx)
-        sync()
-        times = []
-        for _ in range(cfg.iters):
-            t0 = time.perf_counter()
-            model.imagine(z, acts, ctx)
+
+    def timed(imagine) -> list[float]:
+        """Seconds per call over cfg.iters calls, after three warm-up calls (a compiled one
+        compiles in the first)."""
+        with torch.inference_mode():
+            for _ in range(3):
+                imagine(z, acts, ctx)
             sync()
-            times.append(time.perf_counter() - t0)
+            out = []
+            for _ in range(cfg.iters):
+                t0 = time.perf_counter()
+                imagine(z, acts, ctx)
+                sync()
+                out.append(time.perf_counter() - t0)
+        return out
+
+    times = timed(model.imagine)
     per_call = float(np.median(times))
     compiled: dict = {}
     if cfg.compile:
-        fast = torch.compile(model.imagine, dynamic=False)
-        with torch.inference_mode():
-            for _ in range(3):  # the first call compiles
-                fast(z, acts, ctx)
-            sync()
-            ctimes = []
-            for _ in range(cfg.iters):
-                t0 = time.perf_counter()
-                fast(z, acts, ctx)
-                sync()
-                ctimes.append(time.perf_counter() - t0)
+        ctimes = timed(torch.compile(model.imagine, dynamic=False))
         c = float(np.median(ctimes))
         compiled = {"imagine_ms_p50_compiled": round(c * 1e3, 2),
                     "imagine_ms_p95_compiled": round(float(np.percentile(ctimes, 95)) * 1e3, 2),

@@ -98,8 +98,7 @@ class WorldModelCost:
         gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
         if w.value:
             gain = gain + w.value * w.gamma ** H * m.q_values(out.last, x[-1], temb.expand(S, -1)).mean(0)
-        charged = out.collision if w.collision_floor <= 0 else \
-            ((out.collision - w.collision_floor) / (1 - w.collision_floor)).clamp_(min=0)
+        charged = ((out.collision - w.collision_floor) / (1 - w.collision_floor)).clamp_(min=0)  # floor 0: p
         cost = w.collision * charged.sum(0) - gain
         if w.progress:
             cost = cost + w.progress * self.to_go(out).sum(0)
