@@ -435,3 +435,14 @@ def test_collision_floor_leaves_a_grasp_height_alone_and_charges_a_contact():
     assert charged[0.25][1] > 3.0, charged
     with pytest.raises(ValueError, match="collision_floor"):
         CostWeights(collision_floor=1.0)
+
+
+def test_mpc_with_fewer_samples_than_the_default_elites():
+    """samples below the default 64 elites: the policy keeps them all as elites; elites asked
+    for explicitly above the samples are still refused."""
+    from policies import make_policy
+
+    assert make_policy("mpc:default,samples=32").planner_cfg.elites == 32
+    assert make_policy("mpc:default,samples=256").planner_cfg.elites == 64
+    with pytest.raises(ValueError, match="elites = 64 is more than samples = 32"):
+        make_policy("mpc:default,samples=32,elites=64")
