@@ -31,11 +31,8 @@ class MPCPolicy:
         # the gripper command (the last action dimension, +1 opens) is the planner's switch: each
         # iteration also scores the mean with the gripper held open, so that a closed, empty
         # gripper can be planned open again (lift: 30 of 40 with it, 26 of 40 without, same seeds)
-        planner = dict(planner or {})
-        if "samples" in planner and "elites" not in planner:  # fewer samples than the default elites
-            planner["elites"] = min(PlannerConfig.elites, planner["samples"])
         self.planner_cfg = PlannerConfig(**{"seed": seed or 0, "switch_dim": self.model.spec.action_dim - 1,
-                                            "switch_to": "high", **planner})
+                                            "switch_to": "high", **(planner or {})})
         self.planner = self.batch_planner = None
         self.task = None
 

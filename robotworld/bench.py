@@ -728,7 +728,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
 
     def planner(c, S, H, it, envs=None):
         return Planner(c, env.action_space.low, env.action_space.high,
-                       PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it, elites=min(64, S),
+                       PlannerConfig(method=cfg.method, samples=S, horizon=H, iterations=it,
                                      compile=cfg.compile), device, envs=envs)
 
     for S, H, it in settings:

@@ -33,8 +33,8 @@ class PlannerConfig:
     """S, action sequences scored per iteration."""
     iterations: int = 6
     """Refinement rounds per plan."""
-    elites: int = 64
-    """Best sequences the distribution is refit to."""
+    elites: int = 0
+    """Best sequences the distribution is refit to (0: 64, or every sample when there are fewer)."""
     temperature: float = 0.5
     """MPPI temperature, in units of the elites' cost spread."""
     init_std: float = 0.5
@@ -64,6 +64,8 @@ class PlannerConfig:
     C++ compiler on CPU."""
 
     def __post_init__(self) -> None:
+        if self.elites == 0:
+            self.elites = min(64, self.samples)
         if self.method not in ("mppi", "cem"):
             raise ValueError(f"method = '{self.method}': expected mppi or cem")
         if self.switch_to not in ("both", "low", "high"):
