@@ -7,6 +7,14 @@ from typing import Any
 import numpy as np
 
 
+def scene_obstacles(env) -> np.ndarray:
+    """The obstacle boxes of env's current episode, (K, 6) centres and half extents: what a
+    perception module would hand the planner on a real arm (the world model does not see them)."""
+    episode = env.unwrapped.episode
+    obstacles = [] if episode is None else episode.obstacles
+    return np.array([[*o.pos, *o.half] for o in obstacles], dtype=np.float32).reshape(-1, 6)
+
+
 class MPCPolicy:
     """Plans an action sequence from each observation and executes its first step.
 
@@ -50,6 +58,7 @@ class MPCPolicy:
         from robotworld.planning import Planner
 
         u = self._check(env)
+        self.cost.set_scene(scene_obstacles(u), u.cfg.max_yaw_step, u.cfg.max_ee_step)
         if self.planner is None:
             self.planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg, self.device)
         self.planner.reset(None if seed is None else
@@ -69,10 +78,19 @@ class MPCPolicy:
             self.batch_planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg,
                                          self.device, envs=envs)
         self.batch_planner.reset()
+        self._steps = (u.cfg.max_yaw_step, u.cfg.max_ee_step)
+        self.cost.set_scene(None, *self._steps)
+        self._boxes = np.zeros((envs, u.cfg.num_obstacles, 6), dtype=np.float32)
+        self._boxes[..., 3:] = 1e-3  # placeholders until each environment's episode starts
+        self._boxes[..., :3] = 1e3
 
-    def reset_env(self, e: int) -> None:
-        """Environment e of the batch starts a new episode."""
+    def reset_env(self, e: int, env=None) -> None:
+        """Environment e of the batch starts a new episode (env: that environment, whose
+        obstacles the plan then keeps clear of)."""
         self.batch_planner.reset_env(e)
+        if env is not None and self._boxes.shape[1]:
+            self._boxes[e] = scene_obstacles(env)
+            self.cost.set_scene(self._boxes, *self._steps)
 
     def act_batch(self, observations: list[dict]) -> np.ndarray:
         """The next action of each environment, from one plan over all of them. -> (E, A)"""

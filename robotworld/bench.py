@@ -613,8 +613,8 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
     Its state is the latent with the summed actions beside it, its dynamics the model's latent
     step, and its running cost the outcomes ``imagine`` composes (``WorldModel.compose``: reward
     and success from the imagined geometry, collision with the tool path), discounted as ours,
-    with the Q ensemble after the horizon as its terminal cost; one plan is ``iterations``
-    refinements of one command.
+    with the Q ensemble after the horizon as its terminal cost when the value weight is set;
+    one plan is ``iterations`` refinements of one command.
     """
     import torch
     try:
@@ -651,7 +651,7 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
     # step-dependent, so that the running cost gets the step index for the discount
     ctl = MPPI(lambda x, u, t: dynamics(x, u), running_cost, L + A,
                noise_sigma=0.25 * torch.eye(A, device=device), num_samples=samples,
-               horizon=horizon, device=device, terminal_state_cost=terminal, lambda_=0.5,
+               horizon=horizon, device=device, terminal_state_cost=terminal if w.value else None, lambda_=0.5,
                u_min=torch.as_tensor(env.action_space.low, device=device),
                u_max=torch.as_tensor(env.action_space.high, device=device),
                step_dependent_dynamics=True)

@@ -179,7 +179,7 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
             return
         episode[e], started = started, started + 1
         obs[e], _ = envs[e].reset(seed=cfg.seed + episode[e])
-        policy.reset_env(e)
+        policy.reset_env(e, envs[e])
         tally[e] = 0
 
     for e in range(E):

@@ -405,22 +405,30 @@ def test_a_compiled_iteration_plans_as_the_eager_one():
         torch.testing.assert_close(compiled.plan(), eager.plan(), rtol=1e-4, atol=1e-4)
 
 
+def _over_the_cube(seed: int = 3):
+    """A lift environment and its observation once the expert's tool has come down to 4.5 cm
+    over the cube."""
+    import sims
+    from policies import make_policy
+
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=seed)
+    expert = make_policy("expert")
+    expert.reset(env, seed)
+    while obs["proprio"][17] > 0.045:
+        obs, *_ = env.step(expert.act(obs)[0])
+    return env, obs
+
+
 def test_collision_floor_leaves_a_grasp_height_alone_and_charges_a_contact():
     """Only collision probability above the floor is charged: from the expert's approach over
     a cube, coming down to the cube's centre costs nothing with the floor (and something
     without), driving on into the table costs about a step per step; the floor lies in [0, 1)."""
-    import sims
-    from policies import make_policy
     from robotworld.model import load
     from robotworld.planning import CostWeights, WorldModelCost
 
     wm = load("default")
-    env = sims.make("lift")
-    obs, _ = env.reset(seed=3)
-    expert = make_policy("expert")
-    expert.reset(env, 3)
-    while obs["proprio"][17] > 0.045:  # the expert's tool comes down over the cube
-        obs, *_ = env.step(expert.act(obs)[0])
+    env, obs = _over_the_cube()
     x = torch.zeros(8, 2, 5)
     x[..., 4] = 1.0  # gripper open
     for k, height in enumerate((0.02, -0.02)):  # the cube's centre; 2 cm into the table
@@ -446,3 +454,113 @@ def test_mpc_with_fewer_samples_than_the_default_elites():
     assert make_policy("mpc:default,samples=256").planner_cfg.elites == 64
     with pytest.raises(ValueError, match="elites = 64 is more than samples = 32"):
         make_policy("mpc:default,samples=32,elites=64")
+
+
+def test_gripper_clearance_covers_the_gripper_boxes_mujoco_measures():
+    """The spheres' clearance to an obstacle box never exceeds MuJoCo's distance between the
+    gripper's own boxes (hand, two fingers; sims.robot) and that box, is never positive where
+    they touch, and is at most 2.5 cm short of it."""
+    import math
+
+    import mujoco
+
+    from robotworld.planning.costs import gripper_clearance
+    from sims import robot
+    from sims.control import down_rotation
+
+    d_ = robot.PANDA
+    (hx, hy, hz), (fx, fy, fz) = d_.hand_half, d_.finger_half
+    boxes = "".join(f'<body mocap="true"><geom type="box" size="{a} {b} {c}" contype="0" conaffinity="0"/></body>'
+                    for a, b, c in ((hx, hy, hz), (fx, fy, fz), (fx, fy, fz), (0.02, 0.02, 0.02)))
+    m = mujoco.MjModel.from_xml_string(f"<mujoco><worldbody>{boxes}</worldbody></mujoco>")
+    d = mujoco.MjData(m)
+    rng = np.random.default_rng(0)
+    exact, ours = [], []
+    for _ in range(400):
+        tool = np.array([0.5, 0.0, 0.05]) + rng.uniform(-0.12, 0.12, 3) * [1, 1, 0.5]
+        yaw, q = rng.uniform(-math.pi, math.pi), rng.uniform(0, robot.FINGER_MAX)
+        half = np.array([rng.uniform(0.015, 0.03), rng.uniform(0.015, 0.03), rng.uniform(0.02, 0.04)])
+        centre = np.array([0.5 + rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), half[2]])
+        rot = down_rotation(yaw)
+        origin = tool - rot @ [0, 0, robot.TCP_OFFSET]  # the hand frame, TCP_OFFSET above the tool point
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, rot.ravel())
+        for k, p in enumerate((origin + rot @ [0, 0, hz], origin + rot @ [0, fy + q, d_.finger_base_z + fz],
+                               origin + rot @ [0, -(fy + q), d_.finger_base_z + fz], centre)):
+            d.mocap_pos[k], d.mocap_quat[k] = p, quat if k < 3 else [1, 0, 0, 0]
+        m.geom_size[3] = half
+        mujoco.mj_forward(m, d)
+        exact.append(min(mujoco.mj_geomDistance(m, d, g, 3, 1.0, np.zeros(6)) for g in range(3)))
+        box = torch.tensor([[*centre, *half]], dtype=torch.float32)
+        ours.append(gripper_clearance(torch.tensor(tool, dtype=torch.float32), torch.tensor(yaw), torch.tensor(q),
+                                      box).item())
+    exact, ours = np.array(exact), np.array(ours)
+    apart, near = exact > 0, exact < 0.1
+    assert (exact <= 0).sum() > 20 and apart.sum() > 100  # both cases drawn
+    assert (ours[apart] <= exact[apart] + 1e-4).all()  # a cover: never farther than the boxes
+    assert (ours[exact <= 0] <= 0).all()  # every touch seen
+    assert (ours[apart & near] >= exact[apart & near] - 0.025).all()
+
+
+def test_obstacle_cost_charges_a_plan_into_a_box_and_follows_each_environment():
+    import sims
+    from policies import make_policy
+    from robotworld.model import load
+    from robotworld.planning import CostWeights, WorldModelCost
+    from robotworld.planning.costs import stack_observations
+
+    env = sims.make("pick_place_clutter")
+    obs, _ = env.reset(seed=0)
+    pol = make_policy("mpc:default,samples=32,horizon=4,iterations=1")
+    pol.reset(env, 0)
+    want = [[*o.pos, *o.half] for o in env.unwrapped.episode.obstacles]
+    torch.testing.assert_close(pol.cost.boxes, torch.tensor(want, dtype=torch.float32))
+
+    cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, value=0, collision=0, progress=0))
+    cost.observe(obs, "pick_place_clutter")
+    tool = obs["proprio"][15:18]
+    x = torch.zeros(8, 2, 5)
+    x[:, 0, 2] = -1.0  # straight down, 3 cm a step, from 46 cm up; the other stays
+    box_below = [tool[0], tool[1], tool[2] - 0.16, 0.03, 0.03, 0.03]  # top 13 cm under the tool point
+    cost.set_scene([box_below], yaw_step=env.unwrapped.cfg.max_yaw_step)
+    down, stay = cost(x).tolist()
+    assert down > 1.0 and stay == 0.0, (down, stay)
+    cost.set_scene(None)
+    assert cost(x).abs().max() == 0
+    # two environments: each sequence is charged against its own environment's obstacles
+    cost.observe(stack_observations([obs, obs]), "pick_place_clutter")
+    far = [2.0, 2.0, 0.03, 0.03, 0.03, 0.03]
+    cost.set_scene([[box_below], [far]])
+    both = cost(torch.cat((x, x), 1)).tolist()
+    assert both[0] == pytest.approx(down, rel=1e-4) and both[1:] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="expected finite"):
+        cost.set_scene([[0.5, 0.0, 0.03, 0.02, 0.02]])
+    with pytest.raises(ValueError, match="obstacle_margin"):
+        CostWeights(obstacle_margin=0)
+
+
+def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
+    """The first step's commanded target is taken from the observed tool, so its charge is exact
+    whatever the model imagines; a descent to a cube's centre costs nothing."""
+    from robotworld.model import load
+    from robotworld.planning import CostWeights, WorldModelCost
+    from robotworld.planning.costs import FINGERTIP_DROP
+
+    env, obs = _over_the_cube()
+    z0 = float(obs["proprio"][17])
+    x = torch.zeros(8, 3, 5)
+    x[..., 4] = 1.0
+    x[:3, 0, 2] = (0.02 - z0) / 0.09  # to the cube's centre over three steps
+    x[:, 1, 2] = -1.0  # straight down into the table
+    cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, collision=0, progress=0, obstacle=0,
+                                                       table=1))
+    cost.observe(obs, "lift")
+    cost.set_scene(None, ee_step=env.unwrapped.cfg.max_ee_step)
+    grasp, down, stay = cost(x).tolist()
+    assert grasp == 0.0 and stay == 0.0 and down > 5.0, (grasp, down, stay)
+    out = cost.model.imagine_outcomes(cost.z, x, cost.context[0][:1], cost.tool, cost.anchor, cost.goal, cost.finger)
+    first = cost.table_charge(out.tool_pos, x, 1)[0, 1].item()
+    tips = z0 - env.unwrapped.cfg.max_ee_step - FINGERTIP_DROP
+    assert first == pytest.approx((0.005 - tips) / 0.005, rel=1e-4)
+    with pytest.raises(ValueError, match="table_clearance"):
+        CostWeights(table_clearance=-0.01)
