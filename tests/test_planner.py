@@ -559,7 +559,7 @@ def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
     grasp, down, stay = cost(x).tolist()
     assert grasp == 0.0 and stay == 0.0 and down > 5.0, (grasp, down, stay)
     out = cost.model.imagine_outcomes(cost.z, x, cost.context[0][:1], cost.tool, cost.anchor, cost.goal, cost.finger)
-    first = cost.table_charge(out.tool_pos, x, 1)[0, 1].item()
+    first = cost.table_charge(cost.tool[:, 2], out.tool_pos, x)[0, 1].item()
     tips = z0 - env.unwrapped.cfg.max_ee_step - FINGERTIP_DROP
     assert first == pytest.approx((0.005 - tips) / 0.005, rel=1e-4)
     with pytest.raises(ValueError, match="table_clearance"):

@@ -224,10 +224,13 @@ class WorldModelCost:
         if S % E:
             raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
         temb = self.context[0][:1]  # one task for every environment observed
-        z, tool, anchor, goal, finger = self.z, self.tool, self.anchor, self.goal, self.finger
+        z, tool, anchor, goal, finger, yaw = self.z, self.tool, self.anchor, self.goal, self.finger, self.yaw
+        boxes = self.boxes if self.boxes is None or self.boxes.dim() == 2 or E > 1 else self.boxes[0]
         if E > 1:  # each environment's start, once per sequence of its own
-            z, tool, anchor, goal = (v.repeat_interleave(S // E, 0) for v in (z, tool, anchor, goal))
+            z, tool, anchor, goal, yaw = (v.repeat_interleave(S // E, 0) for v in (z, tool, anchor, goal, yaw))
             finger = None if finger is None else finger.repeat_interleave(S // E, 0)
+            if boxes is not None and boxes.dim() == 3:  # (E, K, 6): each environment's own
+                boxes = boxes.repeat_interleave(S // E, 0)
         out = m.imagine_outcomes(z, x, temb, tool, anchor, goal, finger)
         disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
         gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
@@ -237,37 +240,30 @@ class WorldModelCost:
         cost = w.collision * charged.sum(0) - gain
         if w.progress:
             cost = cost + w.progress * self.to_go(out).sum(0)
-        if w.obstacle and self.boxes is not None:
-            cost = cost + w.obstacle * self.obstacle_charge(out.tool_pos, x, E).sum(0)
+        if w.obstacle and boxes is not None:
+            cost = cost + w.obstacle * self.obstacle_charge(out.tool_pos, x, yaw, boxes).sum(0)
         if w.table:
-            cost = cost + w.table * self.table_charge(out.tool_pos, x, E).sum(0)
+            cost = cost + w.table * self.table_charge(tool[:, 2], out.tool_pos, x).sum(0)
         return cost
 
-    def table_charge(self, tool: torch.Tensor, x: torch.Tensor, E: int) -> torch.Tensor:
+    def table_charge(self, start: torch.Tensor, tool: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per step, how far below ``table_clearance`` the commanded target puts the fingertips,
-        in units of it. tool: imagined tool positions after each step (H, S, 3); x: (H, S, A).
-        -> (H, S)"""
-        start = self.tool[:, 2] if E == 1 else self.tool[:, 2].repeat_interleave(x.shape[1] // E, 0)
+        in units of it. start: the observed tool height (1 or S,); tool: imagined tool positions
+        after each step (H, S, 3); x: (H, S, A). -> (H, S)"""
         z = torch.cat((start.expand(1, x.shape[1]), tool[:-1, :, 2]), 0)  # where each step starts
         tips = z + x[..., 2].clamp(-1, 1) * self.ee_step - FINGERTIP_DROP - self.table_top
         c = self.w.table_clearance
         return ((c - tips) / c).clamp_(min=0)
 
-    def obstacle_charge(self, tool: torch.Tensor, x: torch.Tensor, E: int) -> torch.Tensor:
+    def obstacle_charge(self, tool: torch.Tensor, x: torch.Tensor, yaw: torch.Tensor, boxes: torch.Tensor
+                        ) -> torch.Tensor:
         """Per step, how far the imagined gripper comes inside the obstacle margin, in units of
         the margin. tool: (H, S, 3); x: the action sequences (H, S, A), whose yaw (the fourth
-        action) turns the hand and whose last action opens it. -> (H, S)"""
-        S = x.shape[1]
-        yaw0, boxes = self.yaw, self.boxes
-        if E > 1:  # each environment's own start yaw and obstacles
-            yaw0 = yaw0.repeat_interleave(S // E, 0)
-            if boxes.dim() == 3:
-                boxes = boxes.repeat_interleave(S // E, 0)
-        elif boxes.dim() == 3:
-            boxes = boxes[0]
-        yaw = yaw0 + x[..., 3].cumsum(0) * self.yaw_step
+        action) turns the hand from the observed ``yaw`` (1 or S,) and whose last action opens
+        it; boxes: (K, 6), or (S, K, 6) one set per sequence. -> (H, S)"""
+        turned = yaw + x[..., 3].cumsum(0) * self.yaw_step
         opening = (x[..., -1] + 1) * (robot.FINGER_MAX / 2)  # the gripper action g opens each finger (g + 1) / 2
-        clear = gripper_clearance(tool, yaw, opening, boxes)
+        clear = gripper_clearance(tool, turned, opening, boxes)
         return ((self.w.obstacle_margin - clear) / self.w.obstacle_margin).clamp_(min=0)
 
     def to_go(self, out: Outcomes) -> torch.Tensor:
