@@ -49,6 +49,8 @@ TASKS = ("reach", "push", "lift", "pick_place", "pick_place_clutter")
 INSTRUCTION_BUCKETS = 512
 TOOL = slice(15, 18)
 """Where the tool position sits in ``proprio`` (q 7, dq 7, finger 1, tool xyz 3, tool quat 4)."""
+TOOL_QUAT = slice(18, 22)
+"""Where the tool orientation quaternion (w, x, y, z) sits in ``proprio``."""
 FINGER = 14
 """Where the finger opening (m, both fingers) sits in ``proprio``."""
 TOUCH_RADIUS, TOUCH_SOFTNESS = 0.08, 0.005

@@ -14,6 +14,7 @@ from sims import robot
 if TYPE_CHECKING:
     from robotworld.model.world_model import Outcomes
 
+
 def gripper_spheres() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spheres that cover the gripper of ``sims.robot.PANDA``, in the tool frame.
 
@@ -65,7 +66,7 @@ def gripper_clearance(tool: torch.Tensor, yaw: torch.Tensor, opening: torch.Tens
     Returns:
         (...) the least clearance over the gripper's spheres and the obstacles.
     """
-    centres, radii, side = (torch.as_tensor(v, dtype=tool.dtype, device=tool.device) for v in _SPHERES)
+    centres, radii, side = (v.to(tool) for v in _SPHERES)  # no copy when already on tool's device and dtype
     c, s = torch.cos(yaw)[..., None], torch.sin(yaw)[..., None]  # (..., 1)
     across = centres[:, 0]
     travel = centres[:, 1] + side * opening[..., None]  # (..., P)
@@ -77,15 +78,17 @@ def gripper_clearance(tool: torch.Tensor, yaw: torch.Tensor, opening: torch.Tens
     return (gap - radii[:, None]).amin((-2, -1))
 
 
-_SPHERES = gripper_spheres()
+_SPHERES = tuple(torch.as_tensor(v, dtype=torch.float32) for v in gripper_spheres())
 FINGERTIP_DROP = robot.PANDA.finger_base_z + 2 * robot.PANDA.finger_half[2] - robot.TCP_OFFSET
 """How far (m) the fingertips reach below the tool point, with the gripper pointing down."""
 
 
 def tool_yaw_of(proprio: torch.Tensor) -> torch.Tensor:
     """Tool yaw (rad) from observed proprio (..., 22): the angle about world z of the x axis of
-    the tool orientation quaternion (w, x, y, z) at 18:22."""
-    w, x, y, z = proprio[..., 18:22].unbind(-1)
+    the tool orientation quaternion (w, x, y, z) at ``world_model.TOOL_QUAT``."""
+    from robotworld.model.world_model import TOOL_QUAT
+
+    w, x, y, z = proprio[..., TOOL_QUAT].unbind(-1)
     return torch.atan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z))
 
 
