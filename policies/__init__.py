@@ -73,6 +73,8 @@ REGISTRY: dict[str, Callable[..., Policy]] = {
     "random": lambda seed=None: RandomPolicy(seed),
     "zero": lambda seed=None: ZeroPolicy(),
     "mpc": lambda seed=None: _mpc(seed=seed),  # MPPI over the shipped world model (torch)
+    # the same at the "fast" search sizes (128 x 8 x 3): control rate on two CPU cores
+    "mpc-fast": lambda seed=None: _mpc(seed=seed, planner={"preset": "fast"}),
 }
 
 
@@ -92,18 +94,25 @@ def checkpoint_path(name: str) -> str | None:
 
 def planner_options(name: str) -> tuple[dict, dict]:
     """PlannerConfig and CostWeights fields given after the checkpoint, as two dicts:
-    'mpc:PATH,samples=256,horizon=8,collision=0'."""
+    'mpc:PATH,samples=256,horizon=8,collision=0'. ``preset=NAME`` (a key of
+    ``PLANNER_PRESETS``) goes with the planner's fields; fields given beside it override it."""
     import dataclasses
 
     from robotworld.planning.costs import CostWeights
-    from robotworld.planning.planner import PlannerConfig
+    from robotworld.planning.planner import PLANNER_PRESETS, PlannerConfig
 
     fields = {f.name: (f, k) for k, cls in enumerate((PlannerConfig, CostWeights)) for f in dataclasses.fields(cls)}
     out: tuple[dict, dict] = ({}, {})
     for item in name.split(",")[1:]:
         key, sep, value = item.partition("=")
+        if sep and key == "preset":
+            if value not in PLANNER_PRESETS:
+                raise ValueError(f"policy option '{item}': expected a planner preset, one of "
+                                 f"{', '.join(PLANNER_PRESETS)}")
+            out[0]["preset"] = value
+            continue
         if not sep or key not in fields:
-            raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD one of "
+            raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD preset or one of "
                              f"{', '.join(fields)}")
         field, which = fields[key]
         kind = type(field.default)

@@ -20,8 +20,10 @@ class MPCPolicy:
 
     Args:
         checkpoint: world-model checkpoint ('default': the shipped one).
-        planner: PlannerConfig fields (horizon, samples, iterations, ...); by default the
-            gripper command is the switch, held open (switch_dim=-1 turns it off).
+        planner: PlannerConfig fields (horizon, samples, iterations, ...), and ``preset``:
+            the search sizes to start from (``PLANNER_PRESETS``: full, the default, or fast,
+            which plans at control rate on two CPU cores); by default the gripper command is
+            the switch, held open (switch_dim=-1 turns it off).
         weights: CostWeights fields (collision=0 turns collision avoidance off).
         device: auto, cpu or cuda.
         seed: seed of the planner's sampling noise.
@@ -31,7 +33,7 @@ class MPCPolicy:
                  weights: dict[str, Any] | None = None, device: str = "auto", seed: int | None = None) -> None:
         from robotworld.model import load
         from robotworld.model.train import pick_device
-        from robotworld.planning import CostWeights, PlannerConfig, WorldModelCost
+        from robotworld.planning import CostWeights, WorldModelCost, planner_config
 
         self.device = pick_device(device)
         self.model = load(checkpoint, self.device)
@@ -39,8 +41,10 @@ class MPCPolicy:
         # the gripper command (the last action dimension, +1 opens) is the planner's switch: each
         # iteration also scores the mean with the gripper held open, so that a closed, empty
         # gripper can be planned open again (lift: 30 of 40 with it, 26 of 40 without, same seeds)
-        self.planner_cfg = PlannerConfig(**{"seed": seed or 0, "switch_dim": self.model.spec.action_dim - 1,
-                                            "switch_to": "high", **(planner or {})})
+        fields = dict(planner or {})
+        self.planner_cfg = planner_config(fields.pop("preset", "full"),
+                                          **{"seed": seed or 0, "switch_dim": self.model.spec.action_dim - 1,
+                                             "switch_to": "high", **fields})
         self.planner = self.batch_planner = None
         self.task = None
 

@@ -256,10 +256,29 @@ def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
     cfg = pol.planner_cfg
     assert (cfg.samples, cfg.horizon, cfg.iterations, cfg.method, cfg.seed) == (64, 4, 2, "cem", 3)
     assert (pol.cost.w.collision, pol.cost.w.value, pol.cost.w.reward) == (0.0, 0.5, 1.0)
-    with pytest.raises(ValueError, match="FIELD=VALUE with FIELD one of"):
+    with pytest.raises(ValueError, match="FIELD=VALUE with FIELD preset or one of"):
         make_policy("mpc:default,sample=64")
     with pytest.raises(ValueError, match="is not a int"):
         make_policy("mpc:default,samples=many")
+
+
+def test_planner_presets_set_the_search_sizes_and_fields_beside_them_win():
+    from policies import make_policy
+    from robotworld.planning import PLANNER_PRESETS, PlannerConfig, planner_config
+
+    full = PlannerConfig()
+    assert {k: getattr(full, k) for k in PLANNER_PRESETS["full"]} == PLANNER_PRESETS["full"]
+    fast = planner_config("fast", method="cem")
+    assert (fast.samples, fast.horizon, fast.iterations, fast.elites, fast.method) == (128, 8, 3, 64, "cem")
+    with pytest.raises(ValueError, match="planner preset 'quick': expected one of full, fast"):
+        planner_config("quick")
+    pol = make_policy("mpc-fast", seed=2)
+    assert (pol.planner_cfg.samples, pol.planner_cfg.horizon, pol.planner_cfg.iterations) == (128, 8, 3)
+    assert pol.planner_cfg.switch_to == "high" and pol.planner_cfg.seed == 2
+    pol = make_policy("mpc:default,preset=fast,horizon=12,collision=0")
+    assert (pol.planner_cfg.samples, pol.planner_cfg.horizon, pol.cost.w.collision) == (128, 12, 0.0)
+    with pytest.raises(ValueError, match="expected a planner preset, one of full, fast"):
+        make_policy("mpc:default,preset=quick")
 
 
 def test_mpc_reaches_the_goal_in_closed_loop():
