@@ -455,7 +455,7 @@ def test_collision_floor_leaves_a_grasp_height_alone_and_charges_a_contact():
     charged = {}
     for floor in (0.0, 0.25):
         cost = WorldModelCost(wm, CostWeights(reward=0, success=0, value=0, progress=0, collision=1,
-                                              collision_floor=floor))
+                                              collision_floor=floor, push=0))
         cost.observe(obs, "lift")
         charged[floor] = cost(x)
     assert charged[0.25][0] == 0 < charged[0.0][0], charged
@@ -535,7 +535,8 @@ def test_obstacle_cost_charges_a_plan_into_a_box_and_follows_each_environment():
     want = [[*o.pos, *o.half] for o in env.unwrapped.episode.obstacles]
     torch.testing.assert_close(pol.cost.boxes, torch.tensor(want, dtype=torch.float32))
 
-    cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, value=0, collision=0, progress=0))
+    cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, value=0, collision=0, progress=0,
+                                                       push=0))
     cost.observe(obs, "pick_place_clutter")
     tool = obs["proprio"][15:18]
     x = torch.zeros(8, 2, 5)
@@ -572,7 +573,7 @@ def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
     x[:3, 0, 2] = (0.02 - z0) / 0.09  # to the cube's centre over three steps
     x[:, 1, 2] = -1.0  # straight down into the table
     cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, collision=0, progress=0, obstacle=0,
-                                                       table=1))
+                                                       table=1, push=0))
     cost.observe(obs, "lift")
     cost.set_scene(None, ee_step=env.unwrapped.cfg.max_ee_step)
     grasp, down, stay = cost(x).tolist()
@@ -583,3 +584,25 @@ def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
     assert first == pytest.approx((0.005 - tips) / 0.005, rel=1e-4)
     with pytest.raises(ValueError, match="table_clearance"):
         CostWeights(table_clearance=-0.01)
+
+
+def test_push_term_charges_a_closed_empty_gripper_kept_beside_the_object_only():
+    """Observed closed on nothing, commanded closed, tool beside the object: charged in full;
+    commanded open, observed holding, or far from the object: nothing."""
+    from robotworld.model.world_model import Outcomes
+    from robotworld.planning.costs import push_charge
+
+    H, S = 2, 4
+    obj = torch.tensor([0.5, 0.0, 0.02]).expand(H, S, 3)
+    tool = obj.clone()
+    tool[:, 1, 0] += 0.025  # beside it, fingers down at its side
+    tool[:, 2, 0] += 0.10  # 10 cm away
+    tool[:, 3, 2] += 0.08  # 8 cm above it
+    out = Outcomes(torch.zeros(H, S), torch.zeros(H, S), torch.zeros(H, S), torch.zeros(S, 8), torch.zeros(H, S),
+                   tool, obj, torch.zeros(1, 3))
+    closed, opened = -torch.ones(H, S, 5), torch.ones(H, S, 5)
+    empty, holding = torch.tensor([0.002]), torch.tensor([0.04])
+    charge = push_charge(out, closed, empty)
+    assert charge[:, :2].min() > 0.99 and charge[:, 2:].max() < 0.01, charge
+    assert push_charge(out, opened, empty).max() < 0.01
+    assert push_charge(out, closed, holding).max() < 0.01

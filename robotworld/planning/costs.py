@@ -83,6 +83,29 @@ FINGERTIP_DROP = robot.PANDA.finger_base_z + 2 * robot.PANDA.finger_half[2] - ro
 """How far (m) the fingertips reach below the tool point, with the gripper pointing down."""
 
 
+PUSH_XY, PUSH_Z = 0.035, 0.03
+"""Where a closed gripper pushes the object: the tool point within PUSH_XY (m) across of the
+object's centre (a 2 cm half-width plus a finger's thickness and a margin) and at most PUSH_Z
+above it (the fingertips, 1 cm below the tool point, then reach below the top of a 4 cm
+object)."""
+
+
+def push_charge(out: Outcomes, x: torch.Tensor, finger: torch.Tensor) -> torch.Tensor:
+    """Per step, soft 0/1 that a gripper observed closed on nothing is kept commanded closed
+    beside the imagined first object (``CostWeights.push``). out: imagined outcomes (H, S, ...);
+    x: action sequences (H, S, A), the last action the gripper (+1 open); finger: the observed
+    opening (1 or S,). -> (H, S)"""
+    from robotworld.model.world_model import ADMIT_OPENING, FINGER_MAX_OPENING, HOLD_MIN_OPENING, OPENING_SOFTNESS
+
+    soft = OPENING_SOFTNESS
+    empty = torch.sigmoid((HOLD_MIN_OPENING - finger.reshape(1, -1)) / soft)
+    opening = (x[..., -1].clamp(-1, 1) + 1) * (FINGER_MAX_OPENING / 2)
+    closed = torch.sigmoid((ADMIT_OPENING - opening) / soft)
+    d = out.tool_pos - out.object_pos
+    near = torch.sigmoid((PUSH_XY - d[..., :2].norm(dim=-1)) / soft) * torch.sigmoid((PUSH_Z - d[..., 2]) / soft)
+    return empty * closed * near
+
+
 def tool_yaw_of(proprio: torch.Tensor) -> torch.Tensor:
     """Tool yaw (rad) from observed proprio (..., 22): the angle about world z of the x axis of
     the tool orientation quaternion (w, x, y, z) at ``world_model.TOOL_QUAT``."""
@@ -146,6 +169,13 @@ class CostWeights:
     table_clearance: float = 0.005
     """Height (m) of the fingertips above the table top below which a commanded target costs.
     The expert grasps with the fingertips 0.5-1.5 cm up (the tool point 1.5-2.5 cm)."""
+    push: float = 1.0
+    """Weight of a closed, empty gripper kept beside the object (a cost): where the gripper was
+    observed closed on nothing (opening below ``HOLD_MIN_OPENING``; it cannot grasp until a step
+    opens it), each step that keeps it commanded closed (below ``ADMIT_OPENING``) with the
+    imagined tool within ``PUSH_XY`` across and ``PUSH_Z`` above the imagined first object is
+    charged (soft 0/1). That is pushing: after a grasp that missed, plans moved the closed
+    fingers about beside a cylinder and tipped it over. Not charged on reach (no object)."""
     gamma: float = 0.95
     """Discount over the horizon."""
 
@@ -247,6 +277,8 @@ class WorldModelCost:
             cost = cost + w.obstacle * self.obstacle_charge(out.tool_pos, x, yaw, boxes).sum(0)
         if w.table:
             cost = cost + w.table * self.table_charge(tool[:, 2], out.tool_pos, x).sum(0)
+        if w.push and self.task != "reach" and finger is not None:
+            cost = cost + w.push * push_charge(out, x, finger).sum(0)
         return cost
 
     def table_charge(self, start: torch.Tensor, tool: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
