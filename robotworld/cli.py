@@ -33,12 +33,12 @@ EXIT_BAD_INPUT = 2
 
 
 def _table(rows: list[dict]) -> str:
-    head = (f"{'task':20s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s} {'collide':>8s}"
-            f" {'grasped':>8s}")
+    head = (f"{'task':20s} {'policy':9s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s}"
+            f" {'collide':>8s} {'grasped':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lo, hi = r["success_ci95"]
-        lines.append(f"{r['task']:20s} {r['sim']:9s} {r['episodes']:8d} {r['success_rate']:8.1%}"
+        lines.append(f"{r['task']:20s} {r['policy']:9s} {r['sim']:9s} {r['episodes']:8d} {r['success_rate']:8.1%}"
                      f" {f'[{lo:.1%}, {hi:.1%}]':>15s} {r['mean_episode_steps']:7.1f}"
                      f" {r['collision_rate']:8.1%} {r['grasp_rate']:8.1%}")
     return "\n".join(lines)
@@ -74,13 +74,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_MPC_TASKS = ("reach", "lift", "pick_place_clutter")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import sims
     from robotworld.evaluation import EvalConfig, as_dict, evaluate
 
+    if args.episodes < 1 or args.mpc_episodes < 0:
+        raise ValueError(f"episodes = {args.episodes}, mpc-episodes = {args.mpc_episodes}: expected at least 1 "
+                         "expert episode and 0 or more MPC episodes")
+    runs = [("expert", task, args.episodes) for task in sims.TASK_NAMES]
+    # the product itself: MPC over the shipped world model, at the search sizes that plan at
+    # control rate on two CPU cores
+    runs += [("mpc-fast", task, args.mpc_episodes) for task in DEMO_MPC_TASKS if args.mpc_episodes]
     rows = []
-    for task in sims.TASK_NAMES:
-        cfg = EvalConfig(task=task, policy="expert", episodes=args.episodes, seed=args.seed,
+    for policy, task, episodes in runs:
+        cfg = EvalConfig(task=task, policy=policy, episodes=episodes, seed=args.seed,
                          sim=args.sim, video=args.out, video_episodes=1)
         rows.append(as_dict(evaluate(cfg)))
     print(json.dumps(rows, indent=2) if args.json else _table(rows))
@@ -217,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ev.set_defaults(func=cmd_eval)
 
-    demo = sub.add_parser("demo", help="run the main job: the expert on every task, with videos")
-    demo.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    demo = sub.add_parser("demo", help="run the main job: the expert on every task, then MPC over the shipped "
+                                       "world model on reach, lift and pick_place_clutter, with videos")
+    demo.add_argument("--episodes", type=int, default=20, help="expert episodes per task (default 20)")
+    demo.add_argument("--mpc-episodes", type=int, default=10,
+                      help="episodes per task of MPC over the shipped world model (the mpc-fast policy, 128 x 8 x 3) "
+                           "on reach, lift and pick_place_clutter (default 10; 0 skips it)")
     demo.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
     demo.add_argument("--sim", default="mujoco", help="mujoco or pybullet (default mujoco)")
     demo.add_argument("--out", default="runs/demo", help="video directory (default runs/demo)")
