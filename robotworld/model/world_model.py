@@ -177,14 +177,13 @@ class Outcomes(NamedTuple):
 def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
     """Softmax over consecutive groups of ``group`` features. x: (..., L).
 
-    Written out (max, exp, sum, divide) rather than with F.softmax: torch's CPU softmax over a
-    last dimension of 8 took 0.71 ms on a (1024, 64) latent against 0.23 ms for this, and the
-    planner calls it once per imagined step.
+    One F.softmax call. With torch 2.13 on two CPU cores it takes 139 µs on a (1024, 64) latent
+    and 25 µs on (128, 64), against 323 and 93 µs written out as max, exp, sum and divide (the
+    form used before, when an older torch's softmax was the slower one); the planner calls it
+    once per imagined step. The two agree to 2e-7.
     """
     shape = x.shape
-    y = x.reshape(*shape[:-1], -1, group)
-    e = torch.exp(y - y.amax(dim=-1, keepdim=True))
-    return (e / e.sum(dim=-1, keepdim=True)).reshape(shape)
+    return F.softmax(x.reshape(*shape[:-1], -1, group), dim=-1).reshape(shape)
 
 
 GEOMETRY_DIM = 13
