@@ -86,8 +86,8 @@ class PlannerConfig:
 # Search sizes by name. "full" is PlannerConfig's default: 1,024 samples x horizon 16 x 6
 # iterations, about 98k imagined steps a plan, at control rate on a GPU (4.3 ms on one H200,
 # compiled) and 0.4-0.6 s on two CPU cores. "fast" plans at control rate on two CPU cores
-# (p95 about 30 ms) and succeeds as often closed loop on reach, lift and clutter
-# (BENCHMARKS.md, Planner, "The fast preset").
+# (p95 37-48 ms eager, 21 ms compiled) and succeeds as often closed loop on reach, lift and
+# clutter (BENCHMARKS.md, Planner, "The fast preset" and "The shipped code, fifth session").
 PLANNER_PRESETS: dict[str, dict[str, int]] = {
     "full": {"samples": 1024, "horizon": 16, "iterations": 6},
     "fast": {"samples": 128, "horizon": 8, "iterations": 3},
