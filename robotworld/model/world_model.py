@@ -209,6 +209,12 @@ def touched(tool: torch.Tensor, start: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.sigmoid((TOUCH_RADIUS - d) / TOUCH_SOFTNESS).cummax(dim).values
 
 
+def commanded_opening(grip: torch.Tensor) -> torch.Tensor:
+    """The gripper opening (m, both fingers) that gripper actions ``grip`` in [-1, 1] command:
+    (grip + 1) / 2 of ``FINGER_MAX_OPENING``."""
+    return (grip + 1) * (FINGER_MAX_OPENING / 2)
+
+
 def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor, obj: torch.Tensor,
                    dim: int, start: torch.Tensor) -> torch.Tensor:
     """Soft 0/1, per step, that the gripper could hold the object: it started closed on
@@ -226,7 +232,7 @@ def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor,
     f = finger.reshape(-1)
     f = f[:, None] if dim == 1 else f[None]
     held = torch.sigmoid((f - HOLD_MIN_OPENING) / soft) * torch.sigmoid((HELD_MAX_OPENING - f) / soft)
-    opening = (grip + 1) * (FINGER_MAX_OPENING / 2)
+    opening = commanded_opening(grip)
     opened = torch.sigmoid((opening - ADMIT_OPENING) / soft)
     closing = torch.sigmoid((ADMIT_OPENING - opening) / soft)
 

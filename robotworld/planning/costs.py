@@ -95,12 +95,11 @@ def push_charge(out: Outcomes, x: torch.Tensor, finger: torch.Tensor) -> torch.T
     beside the imagined first object (``CostWeights.push``). out: imagined outcomes (H, S, ...);
     x: action sequences (H, S, A), the last action the gripper (+1 open); finger: the observed
     opening (1 or S,). -> (H, S)"""
-    from robotworld.model.world_model import ADMIT_OPENING, FINGER_MAX_OPENING, HOLD_MIN_OPENING, OPENING_SOFTNESS
+    from robotworld.model.world_model import ADMIT_OPENING, HOLD_MIN_OPENING, OPENING_SOFTNESS, commanded_opening
 
     soft = OPENING_SOFTNESS
     empty = torch.sigmoid((HOLD_MIN_OPENING - finger.reshape(1, -1)) / soft)
-    opening = (x[..., -1].clamp(-1, 1) + 1) * (FINGER_MAX_OPENING / 2)
-    closed = torch.sigmoid((ADMIT_OPENING - opening) / soft)
+    closed = torch.sigmoid((ADMIT_OPENING - commanded_opening(x[..., -1].clamp(-1, 1))) / soft)
     d = out.tool_pos - out.object_pos
     near = torch.sigmoid((PUSH_XY - d[..., :2].norm(dim=-1)) / soft) * torch.sigmoid((PUSH_Z - d[..., 2]) / soft)
     return empty * closed * near
