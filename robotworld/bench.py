@@ -457,6 +457,25 @@ def bench_data(cfg: DataBenchConfig) -> dict:
     return out
 
 
+def _matmul_flops(width: int, device) -> float:
+    """The machine's bare matmul rate (FLOP/s) in this run: (4096, width) x (width, width), the
+    shape of a world-model layer over a large batch. A shared machine's speed drifts by 2x
+    from day to day, so the model's figures are read against this one from the same run."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a = torch.randn(4096, width, device=device)
+    w = torch.randn(width, width, device=device)
+    for _ in range(3):
+        a @ w
+    sync()
+    t0, n = time.perf_counter(), 50
+    for _ in range(n):
+        a @ w
+    sync()
+    return 2 * a.shape[0] * width * width * n / (time.perf_counter() - t0)
+
+
 @dataclass
 class ImagineBenchConfig:
     """World-model speed: imagined transitions per second, and training samples per second."""
@@ -558,7 +577,8 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
             "imagine_ms_p95": round(float(np.percentile(times, 95)) * 1e3, 2),
             "transitions_per_s": round(cfg.batch * cfg.horizon / per_call, 1), **compiled,
             "train_batch": B, "train_horizon": H,
-            "train_samples_per_s": round(B / float(np.median(steps_t)), 1)}
+            "train_samples_per_s": round(B / float(np.median(steps_t)), 1),
+            "matmul_gflops": round(_matmul_flops(model.cfg.hidden_dim, device) / 1e9, 2)}
 
 
 @dataclass
@@ -748,17 +768,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
         out["batch_plan_ms_p50"] = round(float(np.median(times)) * 1e3, 2)
         out["batch_plan_ms_p95"] = round(float(np.percentile(times, 95)) * 1e3, 2)
         out["batch_plans_per_s"] = round(1.0 / float(np.median(times)), 1)
-    # the same machine's bare matmul rate, in the same run: (4096, hidden) x (hidden, hidden)
-    a = torch.randn(4096, model.cfg.hidden_dim, device=device)
-    w = torch.randn(model.cfg.hidden_dim, model.cfg.hidden_dim, device=device)
-    for _ in range(3):
-        a @ w
-    sync()
-    t0, n = time.perf_counter(), 50
-    for _ in range(n):
-        a @ w
-    sync()
-    matmul_flops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * n / (time.perf_counter() - t0)
+    matmul_flops = _matmul_flops(model.cfg.hidden_dim, device)
     if cfg.vs == "pytorch_mppi":
         peer = _pytorch_mppi_plan_s(model, cost, env, device, cfg.plans, *settings[0])  # the headline's shape
         out["pytorch_mppi_plan_ms_p50"] = round(float(np.median(peer)) * 1e3, 2)

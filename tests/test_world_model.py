@@ -222,7 +222,8 @@ def test_cli_train_eval_and_bench(tiny_data: str, tmp_path: Path):
     bench = subprocess.run(CLI + ["bench", "imagine", "--checkpoint", "tiny", "--batch", "64", "--iters", "2",
                                   "--json"], capture_output=True, text=True)
     assert bench.returncode == 0, bench.stderr
-    assert json.loads(bench.stdout)["transitions_per_s"] > 0
+    figures = json.loads(bench.stdout)
+    assert figures["transitions_per_s"] > 0 and figures["matmul_gflops"] > 0
     bad = subprocess.run(CLI + ["eval", "world-model", "--checkpoint", str(tmp_path / "nope.pt"), "--data", tiny_data],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
