@@ -345,9 +345,20 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
             z = wm.next(z, x[t], temb.expand(3, -1))
             stepped.append(z)
     torch.testing.assert_close(zs, torch.stack(stepped), atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # written into a buffer: the same numbers, in the buffer given
+        buf = torch.full((6, 3, wm.cfg.latent_dim), float("nan"))
+        assert wm.rollout(z0, x, temb, out=buf) is buf
+    assert torch.equal(buf, zs)
     x.requires_grad_(True)
     wm.rollout(z0, x, temb).sum().backward()  # no in-place activation where gradients flow
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # imagine() with gradients (stacked latents) and without (the buffer) agree exactly
+    acts = x.detach().transpose(0, 1)
+    with torch.no_grad():
+        plain = wm.imagine(z0, acts)
+    traced = wm.imagine(z0, acts.clone().requires_grad_(True))
+    for a, b in zip(plain, traced):
+        assert torch.equal(a, b.detach())
 
 
 def test_a_batch_of_environments_plans_each_to_its_own_target():

@@ -186,6 +186,13 @@ def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
     return F.softmax(x.reshape(*shape[:-1], -1, group), dim=-1).reshape(shape)
 
 
+def simnorm_into(x: torch.Tensor, group: int, out: torch.Tensor) -> torch.Tensor:
+    """``simnorm`` written into out (x's shape, contiguous; no autograd): the planner's
+    rollout fills its latents' buffer in place of stacking them afterwards."""
+    torch.softmax(x.view(*x.shape[:-1], -1, group), -1, out=out.view(*x.shape[:-1], -1, group))
+    return out
+
+
 GEOMETRY_DIM = 13
 
 
@@ -545,7 +552,12 @@ class WorldModel(nn.Module):
         # time-major, as the planner's path: every MLP's first layer split by input, so that
         # what is constant along a sequence (task, start latent) is one product, not H
         act_t = actions.transpose(0, 1)  # (H, B, A)
-        zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
+        if torch.is_grad_enabled():
+            zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
+        else:  # the rollout writes into the buffer: no stack and no concatenation
+            zs = torch.empty(H + 1, B, L, dtype=z.dtype, device=z.device)
+            zs[0] = z
+            self.rollout(z, act_t, temb1, out=zs[1:])
         rows = zs.view((H + 1) * B, L)
         inplace = not torch.is_grad_enabled()
         hl1, hln, _, hout = self.heads
@@ -597,7 +609,8 @@ class WorldModel(nn.Module):
                         pos.transpose(0, 1), tool_pos.transpose(0, 1))
 
 
-    def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
+                out: torch.Tensor | None = None) -> torch.Tensor:
         """Latents after each step, ``next`` applied H times, computed as the plan needs it.
 
         The first layer of the dynamics is split by input: the task's share is a constant, and
@@ -610,8 +623,11 @@ class WorldModel(nn.Module):
             z: (1 or B, L) start latent(s).
             actions: (H, B, A) time-major.
             temb: (1 or B, T) task embedding.
+            out: a contiguous (H, B, L) buffer to write the latents into, where nothing is
+                differentiated (a stack of the H latents took about 1 ms of a 55 ms imagine
+                call at B = 1,024, H = 16, two CPU cores, and a concatenation after it as long).
         Returns:
-            (H, B, L) latents z_1 .. z_H.
+            (H, B, L) latents z_1 .. z_H (out, when given).
         """
         L, A = self.cfg.latent_dim, self.spec.action_dim
         H, B, _ = actions.shape
@@ -629,9 +645,10 @@ class WorldModel(nn.Module):
             # not saved for backward, so adding in place is safe under autograd)
             h = F.silu(F.layer_norm(torch.addmm(task_drive, actions[t], w_a).addmm_(z, w_z), *norm1), inplace=inplace)
             h = F.silu(F.layer_norm(F.linear(h, lin2.weight, lin2.bias), *norm2), inplace=inplace)
-            z = simnorm(F.linear(h, lin3.weight, lin3.bias), self.cfg.simnorm_group)
+            x = F.linear(h, lin3.weight, lin3.bias)
+            z = simnorm(x, self.cfg.simnorm_group) if out is None else simnorm_into(x, self.cfg.simnorm_group, out[t])
             zs.append(z)
-        return torch.stack(zs)
+        return torch.stack(zs) if out is None else out
 
     @torch.no_grad()
     def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
@@ -660,7 +677,7 @@ class WorldModel(nn.Module):
         L, A = self.cfg.latent_dim, self.spec.action_dim
         H, S, _ = actions.shape
         z0_in = z
-        zs = self.rollout(z, actions, temb)
+        zs = self.rollout(z, actions, temb, out=torch.empty(H, S, L, dtype=z.dtype, device=z.device))
         z = zs[-1]
         hl1, hln, hact, hout = self.heads
         hw = hl1.weight
