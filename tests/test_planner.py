@@ -87,6 +87,28 @@ def test_the_switch_dimension_can_flip_where_the_noise_never_reaches():
         Planner(open_all_along, -torch.ones(3), torch.ones(3), PlannerConfig(samples=64, elites=8, switch_dim=3)).plan()
 
 
+def test_a_snapped_switch_is_executed_at_a_bound_while_the_search_keeps_its_mean():
+    """switch_snap: the returned plan has the switch at its high bound where the refined mean is
+    at or above the threshold and at its low bound below; the warm start is the mean's, and the
+    action-rate penalty starts from the action returned."""
+    def half_closed(x):  # (H, S, A) -> (S,): best with the switch at -0.3 and the rest at TARGET
+        return ((x[..., 2] + 0.3) ** 2).sum(0) + ((x[..., :2] - TARGET[:2]) ** 2).sum((0, 2))
+
+    cfg = dict(horizon=6, samples=256, iterations=4, elites=16, action_rate=0.0, switch_dim=2, seed=0)
+    mean_plan = Planner(half_closed, -torch.ones(3), torch.ones(3), PlannerConfig(**cfg)).plan()
+    assert (mean_plan[:, 2] - (-0.3)).abs().max() < 0.3, mean_plan  # between -0.6 and 0
+    for threshold, side in ((0.0, -1.0), (-0.9, 1.0)):
+        p = Planner(half_closed, -torch.ones(3), torch.ones(3),
+                    PlannerConfig(**cfg, switch_snap=True, switch_threshold=threshold))
+        a = p.plan()
+        assert torch.equal(a[:, 2], torch.full((6,), side)), a
+        torch.testing.assert_close(a[:, :2], mean_plan[:, :2])  # same search, same samples
+        torch.testing.assert_close(p.mean, mean_plan)  # the search keeps the mean
+        assert torch.equal(p.last_action, a[0])
+    with pytest.raises(ValueError, match="switch_snap = True needs a switch_dim"):
+        PlannerConfig(switch_snap=True)
+
+
 def test_impossible_configs_are_refused():
     with pytest.raises(ValueError, match="elites = 64 is more than samples = 32"):
         PlannerConfig(samples=32, elites=64)
@@ -256,6 +278,10 @@ def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
     cfg = pol.planner_cfg
     assert (cfg.samples, cfg.horizon, cfg.iterations, cfg.method, cfg.seed) == (64, 4, 2, "cem", 3)
     assert (pol.cost.w.collision, pol.cost.w.value, pol.cost.w.reward) == (0.0, 0.5, 1.0)
+    # the gripper is the switch, executed at a bound on the side the world model reads
+    assert (cfg.switch_dim, cfg.switch_snap, cfg.switch_threshold) == (4, True, 0.25)
+    assert not make_policy("mpc:default,switch_snap=false").planner_cfg.switch_snap
+    assert not make_policy("mpc:default,switch_dim=-1").planner_cfg.switch_snap
     with pytest.raises(ValueError, match="FIELD=VALUE with FIELD preset or one of"):
         make_policy("mpc:default,sample=64")
     with pytest.raises(ValueError, match="is not a int"):

@@ -70,6 +70,9 @@ commands at least ADMIT_OPENING (the widest object, 4.8 cm, with a margin). With
 plan that keeps a closed, empty gripper next to the object was imagined as holding and lifting
 it: the planner found that error and stayed there (lift, seed 1). An opening between
 HOLD_MIN_OPENING and HELD_MAX_OPENING may be a grasp already made: the learned head decides."""
+ADMIT_GRIP = 2 * ADMIT_OPENING / FINGER_MAX_OPENING - 1
+"""The gripper action (0.25) that commands ADMIT_OPENING: imagination reads a step commanded
+below it as closing the gripper, and MPC executes it as fully closed (``PlannerConfig.switch_snap``)."""
 CENTRED_XY, CENTRED_Z = 0.015, 0.015
 """A new grasp also needs the tool centred on the object at the step where the plan commands the
 gripper closed (below ADMIT_OPENING) after an open one: within CENTRED_XY across and CENTRED_Z

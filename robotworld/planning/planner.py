@@ -58,6 +58,14 @@ class PlannerConfig:
     """Which held proposals ``switch_dim`` adds: both (its low and its high bound), low or high.
     MPC on lift holds the gripper open only ('high'): with both, the closed proposal was taken
     before the tool was over the object (BENCHMARKS.md)."""
+    switch_snap: bool = False
+    """Return ``switch_dim`` at a bound, not the mean: its high bound where the refined mean is
+    at or above ``switch_threshold``, its low bound below. The search keeps the continuous mean
+    (the next plan's warm start); what a caller executes is the switch thrown one way. A mean
+    is a weighted average of elites that disagree on when to close a gripper, and executed as it
+    is, it half-closes the fingers a step early (MPC on lift and clutter)."""
+    switch_threshold: float = 0.0
+    """Where ``switch_snap`` throws the switch, in action units."""
     compile: bool = False
     """Compile every iteration of a plan as one function (torch.compile, whole graph; on a GPU
     one CUDA graph a plan): about a minute before the first plan, faster ones after. Needs a
@@ -72,6 +80,8 @@ class PlannerConfig:
             raise ValueError(f"switch_to = '{self.switch_to}': expected both, low or high")
         if self.switch_dim < -1:
             raise ValueError(f"switch_dim = {self.switch_dim}: expected an action dimension, or -1 for none")
+        if self.switch_snap and self.switch_dim < 0:
+            raise ValueError("switch_snap = True needs a switch_dim (an action dimension to snap)")
         for name in ("horizon", "samples", "iterations", "elites"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: expected at least 1")
@@ -220,9 +230,13 @@ class Planner:
             raise FloatingPointError("every sampled sequence got a non-finite cost from the model")
         self._dropped += dropped
         self._mean = torch.minimum(torch.maximum(mean, self.low), self.high)
-        self._last = self._mean[0].clone()
+        plan = self._mean.clone()  # (H, E, A)
+        if cfg.switch_snap:  # the switch thrown one way; the search keeps the mean
+            d = cfg.switch_dim
+            plan[..., d] = torch.where(plan[..., d] >= cfg.switch_threshold, self.high[d], self.low[d])
+        self._last = plan[0].clone()  # what is executed, for the action-rate penalty
         self._plans += 1
-        return self.mean.clone()
+        return plan[:, 0] if self.envs is None else plan.transpose(0, 1)
 
     def _refinement(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, priors: torch.Tensor | None,
                     last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
