@@ -559,14 +559,14 @@ class WorldModel(nn.Module):
         # time-major, as the planner's path: every MLP's first layer split by input, so that
         # what is constant along a sequence (task, start latent) is one product, not H
         act_t = actions.transpose(0, 1)  # (H, B, A)
-        if torch.is_grad_enabled():
-            zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
-        else:  # the rollout writes into the buffer: no stack and no concatenation
+        inplace = not torch.is_grad_enabled()  # nothing differentiated: in-place work and buffers
+        if inplace:  # the rollout writes into the buffer: no stack and no concatenation
             zs = torch.empty(H + 1, B, L, dtype=z.dtype, device=z.device)
             zs[0] = z
             self.rollout(z, act_t, temb1, out=zs[1:])
+        else:
+            zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
         rows = zs.view((H + 1) * B, L)
-        inplace = not torch.is_grad_enabled()
         hl1, hln, _, hout = self.heads
         task_share = torch.addmm(hl1.bias, temb1, hl1.weight[:, L:].T)  # (1 or B, Hd)
         block = self._block_rows(B)
