@@ -176,10 +176,14 @@ class Planner:
         self._mean[:, e] = (self.low + self.high) / 2
         self._last[e] = self._mean[0, e]
 
+    def _as_given(self, x: torch.Tensor) -> torch.Tensor:
+        """A time-major (H, E, A) sequence as callers get it: (H, A), or (E, H, A) with ``envs``."""
+        return x[:, 0] if self.envs is None else x.transpose(0, 1)
+
     @property
     def mean(self) -> torch.Tensor:
         """The last solution: (H, A), or (E, H, A) with ``envs`` set."""
-        return self._mean[:, 0] if self.envs is None else self._mean.transpose(0, 1)
+        return self._as_given(self._mean)
 
     @property
     def last_action(self) -> torch.Tensor:
@@ -190,7 +194,7 @@ class Planner:
         """The previous solution shifted by one step (its last step repeated): (H, A), or
         (E, H, A) with ``envs`` set."""
         shifted = torch.cat((self._mean[1:], self._mean[-1:]), 0)
-        return shifted[:, 0] if self.envs is None else shifted.transpose(0, 1)
+        return self._as_given(shifted)
 
     def _noise(self, S: int) -> torch.Tensor:
         """(iterations, H, E, S, A) standard normal noise, AR(1)-correlated along the horizon:
@@ -236,7 +240,7 @@ class Planner:
             plan[..., d] = torch.where(plan[..., d] >= cfg.switch_threshold, self.high[d], self.low[d])
         self._last = plan[0].clone()  # what is executed, for the action-rate penalty
         self._plans += 1
-        return plan[:, 0] if self.envs is None else plan.transpose(0, 1)
+        return self._as_given(plan)
 
     def _refinement(self, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, priors: torch.Tensor | None,
                     last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
