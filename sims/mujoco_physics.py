@@ -78,6 +78,7 @@ class MujocoPhysics:
         self._gather = (self._qpos[:7], self._qvel[:7], self._qpos[7:8], self._tcp_xpos,
                         self._hand_xquat, d.site_xmat[self._tcp], d.qpos[start:start + idx.size])
         self._grasp_min = 0.0  # set per episode by reset
+        self._bad_seen = 0  # MuJoCo's count of divergence warnings at the last check
 
     # ---- episode set-up -------------------------------------------------------------------
     def reset(self, episode: EpisodeSpec) -> None:
@@ -106,6 +107,7 @@ class MujocoPhysics:
             d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
         mujoco.mj_forward(m, d)
         self._grasp_min = grasp_min_opening(episode)
+        self._bad_seen = self._divergence_count()
 
     def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
         m, g = self.model, self._obj_geom[i]
@@ -131,7 +133,6 @@ class MujocoPhysics:
     # on one thread, without the copies fighting over the GIL at every short MuJoCo call.
     def begin(self, ctrl: np.ndarray) -> None:
         self._ctrl[:] = ctrl
-        self._bad_before = self._divergence_count()
 
     def advance(self) -> None:
         m, d = self.model, self.data
@@ -143,7 +144,12 @@ class MujocoPhysics:
         mujoco.mj_comPos(m, d)
 
     def finish(self) -> bool:
-        if self._divergence_count() != self._bad_before:  # MuJoCo warned and reset the data
+        # MuJoCo counts what it warned of (and then reset the data) only inside mj_step, and
+        # mj_resetData zeroes the counts: the count seen at the last check or reset is the
+        # count before this step, so it is read once a step, here
+        bad = self._divergence_count()
+        if bad != self._bad_seen:
+            self._bad_seen = bad
             return False
         # NaN fails the comparison; a finite velocity keeps the integrated qpos finite
         qvel = self._qvel

@@ -3,6 +3,7 @@
 import mujoco
 import numpy as np
 import pybullet as pb
+import pytest
 
 from sims import robot
 from sims.bullet_physics import urdf_path
@@ -144,6 +145,52 @@ def test_joint_target_clamp_keeps_velocity_and_position_limits():
     np.testing.assert_array_equal(batch[0], out)
     np.testing.assert_array_equal(batch[1], control.clamp_joint_target(q2[1], t2[1], 0.05))
     np.testing.assert_array_equal(batch[1], robot.Q_MAX - 0.02)
+
+
+def test_compiled_ik_step_equals_the_damped_least_squares_formula():
+    """The compiled IK (hand-written Cholesky) against the formula its docstring states,
+    dq = J^T (J J^T + l^2 I)^-1 (e - J p) + p, solved by numpy, then clamped, on random
+    Jacobians, errors and joint positions (some near their limits, where the clamp acts)."""
+    from sims import control
+
+    rng = np.random.default_rng(0)
+    clamped = 0
+    for _ in range(200):
+        jac = rng.normal(size=(6, 7)) * rng.uniform(0.05, 1.0)
+        err = rng.normal(size=6) * 0.01
+        q = rng.uniform(robot.Q_MIN + 0.02, robot.Q_MAX - 0.02)
+        p = 0.1 * (robot.HOME_Q - q)
+        x = np.linalg.solve(jac @ jac.T + 0.02**2 * np.eye(6), err - jac @ p)
+        want = control.clamp_joint_target(q, jac.T @ x + q + p, 0.05)
+        got = control.ik_step(jac, err, q, 0.05)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+        clamped += int(np.any(np.abs(jac.T @ x + p) > robot.DQ_MAX * 0.05))
+    assert 10 < clamped < 190  # both sides of the velocity limit were checked
+
+
+def test_controller_refuses_non_finite_actions_and_clips_the_rest():
+    import sims
+    from sims import control
+
+    env = sims.make("pick_place")
+    env.reset(seed=0)
+    s, jac = env.world_state, env.physics.jacobian()
+    ctl = env.controller
+    np.testing.assert_array_equal(ctl.command([3.0, -2.0, 0.5, 9.0, -4.0], s.q, s.tcp_pos, s.tcp_rot, jac),
+                                  ctl.command([1.0, -1.0, 0.5, 1.0, -1.0], s.q, s.tcp_pos, s.tcp_rot, jac))
+    before = env.physics.data.ctrl.copy()
+    for bad in ([np.nan, 0, 0, 0, 0], [0, 0, 0, np.inf, 0], [0, 0, 0, 0, -np.inf]):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            ctl.command(bad, s.q, s.tcp_pos, s.tcp_rot, jac)
+        with pytest.raises(ValueError, match="arm 1 contains NaN or infinite"):
+            ctl.command_batch(np.array([[0.0] * 5, bad]), s.q[None].repeat(2, 0), s.tcp_pos[None].repeat(2, 0),
+                              s.tcp_rot[None].repeat(2, 0), jac[None].repeat(2, 0))
+    np.testing.assert_array_equal(env.physics.data.ctrl, before)  # nothing was commanded
+    joint = control.EEController(0.03, 0.25, 0.1, 0.05, mode="joint")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        joint.command([0.0] * 7 + [np.nan], s.q, s.tcp_pos, s.tcp_rot, jac)
+    out = joint.command([2.0] + [0.0] * 6 + [-3.0], s.q, s.tcp_pos, s.tcp_rot, jac)
+    assert out[0] == s.q[0] + 0.1 and out[7] == out[8] == 0.0  # clipped to 1 and to closed
 
 
 def test_batched_controller_equals_the_single_one_bit_for_bit():
