@@ -144,9 +144,9 @@ class RobotworldEnv(gym.Env):
 
     def _obs(self) -> dict[str, Any]:
         s = self._state
-        if s.flat is not None:  # the engine gathered the state in observation order
-            proprio = s.flat[FLAT_PROPRIO].astype(np.float32)
-            objects = s.flat[FLAT_OBJECTS:].astype(np.float32)
+        if s.flat is not None:  # the engine gathered the state in observation order: one cast
+            flat = s.flat.astype(np.float32)
+            proprio, objects = flat[FLAT_PROPRIO], flat[FLAT_OBJECTS:]
         else:
             proprio = np.concatenate((s.q, s.dq, (s.finger,), s.tcp_pos, s.tcp_quat), dtype=np.float32)
             objects = np.concatenate((s.obj_pos, s.obj_quat), axis=1, dtype=np.float32).ravel()

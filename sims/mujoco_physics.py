@@ -64,10 +64,14 @@ class MujocoPhysics:
         # numpy view (about 0.3 us), and state() runs every control step. MjData never
         # reallocates its arrays, so the views stay valid for its lifetime.
         d = self.data
-        self._qpos, self._qvel, self._ctrl, self._sensordata = d.qpos, d.qvel, d.ctrl, d.sensordata
+        self._qpos, self._qvel, self._ctrl = d.qpos, d.qvel, d.ctrl
         self._tcp_xpos, self._tcp_xmat = d.site_xpos[self._tcp], d.site_xmat[self._tcp].reshape(3, 3)
         self._hand_xquat = d.xquat[self._hand]
-        self._sensor_left, self._sensor_right, self._sensor_hit = self._sensor_idx.tolist()
+        left = int(self._sensor_idx[0])  # scene.build_mjcf writes the three one after another
+        if self._sensor_idx.tolist() != [left, left + 1, left + 2]:
+            raise RuntimeError(f"the contact sensors are not one block of sensordata ({self._sensor_idx.tolist()})")
+        # the three sensors and the two finger joints as views: state() reads each with one tolist()
+        self._sensors, self._fingers = d.sensordata[left:left + 3], d.qpos[7:9]
         # what state() gathers, as views in the order of WorldState.flat: q, dq, a placeholder
         # for the finger opening, tool position and quaternion, tool rotation, and the objects'
         # qpos, one block (scene.build_mjcf writes their free joints one after another)
@@ -163,19 +167,15 @@ class MujocoPhysics:
     def state(self) -> WorldState:
         # Everything a step reads, gathered by one concatenate into a fresh array (so the state
         # is a snapshot); the fields are views of it (layout: sims.physics, FLAT_*)
-        qpos = self._qpos
         flat = np.concatenate(self._gather)
-        finger = qpos[7] + qpos[8]
+        f_left, f_right = self._fingers.tolist()
+        finger = f_left + f_right
         flat[FLAT_FINGER] = finger  # over the placeholder the gather put there
         objs = flat[FLAT_OBJECTS:].reshape(self.nobj, 7)
-        sd = self._sensordata
-        return WorldState(
-            q=flat[FLAT_Q], dq=flat[FLAT_DQ], finger=float(finger), tcp_pos=flat[FLAT_TCP_POS],
-            tcp_rot=flat[FLAT_ROT].reshape(3, 3), tcp_quat=flat[FLAT_TCP_QUAT], obj_pos=objs[:, :3],
-            obj_quat=objs[:, 3:],
-            grasped=bool(sd[self._sensor_left] and sd[self._sensor_right]
-                         and finger >= self._grasp_min),
-            collision=bool(sd[self._sensor_hit]), flat=flat)
+        left, right, hit = self._sensors.tolist()
+        return WorldState(flat[FLAT_Q], flat[FLAT_DQ], finger, flat[FLAT_TCP_POS], flat[FLAT_ROT].reshape(3, 3),
+                          flat[FLAT_TCP_QUAT], objs[:, :3], objs[:, 3:],
+                          bool(left and right and finger >= self._grasp_min), bool(hit), flat)
 
     def bind_jacobian(self, out: np.ndarray) -> None:
         """Have jacobian() write into out, a (6, nv) float64 array (a row of a vector env's

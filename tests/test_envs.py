@@ -274,7 +274,8 @@ def test_grasp_needs_the_object_between_the_pads(tilt_deg, below_tcp, grasp):
     for _ in range(15):
         _, _, _, _, info = env.step(np.array([0, 0, 0, 0, -1], np.float32))
     width = 2 * u.episode.objects[0].half
-    assert ph._sensordata[ph._sensor_left] > 0 and ph._sensordata[ph._sensor_right] > 0
+    left, right, _ = ph._sensors
+    assert left > 0 and right > 0
     assert info["is_grasped"] is grasp
     assert (u.world_state.finger >= 0.5 * width) is grasp
     env.close()
