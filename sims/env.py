@@ -193,15 +193,14 @@ def begin_steps(envs: list[RobotworldEnv], actions, jac: np.ndarray) -> None:
     Args:
         envs: the copies (unwrapped, MuJoCo, one config).
         actions: (E, A) actions, one row per copy.
-        jac: (E, 6, nv) array that each copy's physics writes its Jacobian into
+        jac: (E, 6, nv) array whose rows the copies' physics keep current: each writes the
+            Jacobian of the state it leaves at reset and after each step
             (``MujocoPhysics.bind_jacobian``).
     """
     a = check_actions(actions, (len(envs), *envs[0].action_space.shape))
     if any(env.episode is None for env in envs):
         raise RuntimeError("call reset() before step()")
     flat = np.array([env._state.flat for env in envs])  # np.array: a third of np.stack's cost
-    for env in envs:
-        env.physics.jacobian()  # into its row of jac
     ctrl = envs[0].controller.command_batch(a, flat[:, FLAT_Q], flat[:, FLAT_TCP_POS],
                                             flat[:, FLAT_ROT].reshape(-1, 3, 3), jac[:, :, :7])
     for env, c in zip(envs, ctrl):

@@ -61,6 +61,7 @@ class MujocoPhysics:
         # all objects' qpos as one (N, 7) view: positions then quaternions
         self._obj_qpos_idx = (self._obj_adr[:, None] + np.arange(7)).ravel()
         self._bind_jac(np.zeros((6, m.nv)))
+        self._jac_bound = False  # a vector env's buffer (bind_jacobian), kept current
         self._renderers: dict = {}
         # Views of MjData's arrays, taken once: each attribute read of MjData builds a new
         # numpy view (about 0.3 us), and state() runs every control step. MjData never
@@ -114,6 +115,8 @@ class MujocoPhysics:
         mujoco.mj_forward(m, d)
         self._grasp_min = grasp_min_opening(episode)
         self._bad_seen = self._bad.tolist()
+        if self._jac_bound:
+            self.jacobian()
 
     def _set_object(self, i: int, shape: str, half: float, rgba) -> None:
         m, g = self.model, self._obj_geom[i]
@@ -148,6 +151,8 @@ class MujocoPhysics:
         # runs them on its thread pool with the physics
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
+        if self._jac_bound:
+            mujoco.mj_jacSite(m, d, *self._jac_rows, self._tcp)
 
     def finish(self) -> bool:
         # MuJoCo counts what it warned of (and then reset the data) only inside mj_step, and
@@ -177,11 +182,15 @@ class MujocoPhysics:
 
     def bind_jacobian(self, out: np.ndarray) -> None:
         """Have jacobian() write into out, a (6, nv) float64 array (a row of a vector env's
-        batch), from now on."""
+        batch), from now on, and keep out current: reset() and advance() write the Jacobian of
+        the state they leave into it (so a vector env computes it on the threads that run the
+        physics, and reads it without a call per copy)."""
         if out.shape != self._jac.shape or out.dtype != np.float64 or not out.flags.c_contiguous:
             raise ValueError(f"Jacobian buffer of shape {out.shape}, {out.dtype}; expected a "
                              f"C-contiguous float64 array of shape {self._jac.shape}")
         self._bind_jac(out)
+        self._jac_bound = True
+        self.jacobian()
 
     def _bind_jac(self, jac: np.ndarray) -> None:
         # the views jacobian() reads and returns, made once (a view costs about 0.3 us)
