@@ -279,3 +279,16 @@ def test_grasp_needs_the_object_between_the_pads(tilt_deg, below_tcp, grasp):
     assert info["is_grasped"] is grasp
     assert (u.world_state.finger >= 0.5 * width) is grasp
     env.close()
+
+
+def test_uniform_draws_equal_numpy_uniform():
+    """The samplers' _uniform gives exactly Generator.uniform's numbers and leaves the
+    generator where uniform would, so seeded episodes are what they were."""
+    from sims import tasks
+
+    for seed in range(20):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        for low, high in [((0.42, -0.18), (0.62, 0.18)), ((0.38, -0.22, 0.06), (0.66, 0.22, 0.35))] * 20:
+            np.testing.assert_array_equal(tasks._uniform(a, low, high),
+                                          b.uniform(np.asarray(low, float), np.asarray(high, float)))
+        assert a.random() == b.random()
