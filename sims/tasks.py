@@ -44,7 +44,12 @@ def _uniform(rng: np.random.Generator, low, high) -> np.ndarray:
 
 
 def _far_from(p: np.ndarray, others: list[np.ndarray], dist: float) -> bool:
-    return all(np.linalg.norm(p[:2] - o[:2]) >= dist for o in others)
+    xy = p[:2]
+    for o in others:
+        d = xy - o[:2]
+        if not math.sqrt(d.dot(d)) >= dist:  # np.linalg.norm's own formula, at a third of its cost
+            return False
+    return True
 
 
 def _sample_xy(rng, cfg: TaskConfig, avoid: list[np.ndarray], dist: float,
