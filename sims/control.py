@@ -48,8 +48,10 @@ def orientation_error(rot: np.ndarray, target: np.ndarray) -> np.ndarray:
 # calls it took about 40 us a step hot and 50-60 us in the env's loop on two CPU cores, a tenth
 # of the step. Compiled with numba it takes about 6 us there. The first process compiles it
 # (about 3 s) into numba's cache on disk; later ones load it (under a second, once per process).
-# The limits are passed as an array (``_params``), never read as globals: a compiled and cached
-# function keeps the values of the globals it was compiled with.
+# A compiled and cached function keeps the values of the globals it was compiled with, and
+# numba recompiles it only when this file changes: so the limits, which come from other modules
+# (sims.robot, the controller's step sizes), are passed in one array (``_params``); only this
+# file's own two gains (_DAMPING2, _NULL_GAIN) are compiled in.
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # the layout of a controller's parameter array (``_params``)
 _P_WS_LO, _P_WS_HI, _P_Q_LO, _P_Q_HI, _P_HOME, _P_STEP = 0, 3, 6, 13, 20, 27
@@ -276,6 +278,12 @@ class EEController:
             a = _finite_clipped(action[None])[0]
             finger = 0.5 * (a[-1] + 1.0) * robot.FINGER_MAX
             return np.array(clamp_joint_target(q, q + a[:7] * self.max_joint_step, self.dt) + [finger, finger])
+        # the compiled function does not check bounds: a shape it does not expect is refused here
+        if action.shape != (5,) or q.shape != (7,) or tcp_pos.shape != (3,) or tcp_rot.shape != (3, 3) \
+                or jac.shape != (6, 7):
+            raise ValueError(f"shapes action {action.shape}, q {q.shape}, tcp_pos {tcp_pos.shape}, "
+                             f"tcp_rot {tcp_rot.shape}, jac {jac.shape}; expected (5,), (7,), (3,), "
+                             "(3, 3), (6, 7)")
         out = np.empty(9)
         if not _ee_command_into(action, q, tcp_pos, tcp_rot, jac, self._params, out):
             raise ValueError(f"action {action.tolist()} contains NaN or infinite values; expected "
@@ -296,6 +304,12 @@ class EEController:
             out[:, 8] = out[:, 7]
             out[:, :7] = clamp_joint_targets(q, q + a[:, :7] * self.max_joint_step, self.dt)
             return out
+        e = len(action)
+        if action.shape != (e, 5) or q.shape != (e, 7) or tcp_pos.shape != (e, 3) \
+                or tcp_rot.shape != (e, 3, 3) or jac.shape != (e, 6, 7):
+            raise ValueError(f"shapes action {action.shape}, q {q.shape}, tcp_pos {tcp_pos.shape}, "
+                             f"tcp_rot {tcp_rot.shape}, jac {jac.shape}; expected (E, 5), (E, 7), "
+                             "(E, 3), (E, 3, 3), (E, 6, 7)")
         bad = _ee_command_batch(action, q, tcp_pos, tcp_rot, jac, self._params, out)
         if bad >= 0:
             raise ValueError(f"action {action[bad].tolist()} of arm {bad} contains NaN or infinite "

@@ -186,6 +186,11 @@ def test_controller_refuses_non_finite_actions_and_clips_the_rest():
             ctl.command_batch(np.array([[0.0] * 5, bad]), s.q[None].repeat(2, 0), s.tcp_pos[None].repeat(2, 0),
                               s.tcp_rot[None].repeat(2, 0), jac[None].repeat(2, 0))
     np.testing.assert_array_equal(env.physics.data.ctrl, before)  # nothing was commanded
+    with pytest.raises(ValueError, match=r"action \(3,\)"):  # the compiled code reads no further
+        ctl.command([0.0] * 3, s.q, s.tcp_pos, s.tcp_rot, jac)
+    with pytest.raises(ValueError, match=r"jac \(2, 6, 9\)"):
+        ctl.command_batch(np.zeros((2, 5)), s.q[None].repeat(2, 0), s.tcp_pos[None].repeat(2, 0),
+                          s.tcp_rot[None].repeat(2, 0), np.zeros((2, 6, 9)))
     joint = control.EEController(0.03, 0.25, 0.1, 0.05, mode="joint")
     with pytest.raises(ValueError, match="NaN or infinite"):
         joint.command([0.0] * 7 + [np.nan], s.q, s.tcp_pos, s.tcp_rot, jac)
