@@ -300,11 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` makes a running command print every thread's Python stack to stderr
+    and go on: how to see where a long run is, or where a stuck one waits (POSIX only)."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from robotworld.data.format import DatasetError
     from sims.config import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _stacks_on_sigusr1()
     if argv[:2] == ["eval", "world-model"]:  # `robotworld eval world-model ...`
         argv = ["eval-world-model"] + argv[2:]
     args = build_parser().parse_args(argv)

@@ -153,6 +153,25 @@ def _a_worker_died(pool) -> bool:
     return any(p.exitcode is not None for p in list(procs.values()))
 
 
+def _close_pool(pool, broken: bool) -> None:
+    """Shut a ProcessPoolExecutor down; a broken one (a worker died) without waiting, its
+    workers killed.
+
+    A worker killed mid-write leaves the pool's manager thread reading the rest of its message,
+    and the interpreter joins that thread at exit: the command hung after its work was done.
+    With every worker killed, this process holds the result pipe's last write end, and closing
+    it ends that read (tests/test_data.py).
+    """
+    writer = None
+    if broken:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    pool.shutdown(wait=not broken, cancel_futures=True)
+    if writer is not None:
+        writer.close()
+
+
 def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) -> Iterator[Outcome]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -196,10 +215,7 @@ def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) ->
                         else:
                             queue.append(i)
         finally:
-            if broken:
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.kill()
-            pool.shutdown(wait=not broken, cancel_futures=True)
+            _close_pool(pool, broken)
         if broken:  # a worker died (killed, segfault): every episode in flight is retried
             for i in running.values():
                 attempts[i] += 1
