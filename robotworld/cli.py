@@ -306,8 +306,12 @@ def _stacks_on_sigusr1() -> None:
     import faulthandler
     import signal
 
-    if hasattr(signal, "SIGUSR1"):
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, OSError, ValueError):  # stderr is no file (main() called in-process)
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
