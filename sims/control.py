@@ -23,7 +23,6 @@ _NULL_GAIN = 0.1
 _LIMIT_MARGIN = 0.02
 _Q_LO = robot.Q_MIN + _LIMIT_MARGIN
 _Q_HI = robot.Q_MAX - _LIMIT_MARGIN
-_Q_LO_L, _Q_HI_L = _Q_LO.tolist(), _Q_HI.tolist()
 
 
 def down_rotation(yaw: float) -> np.ndarray:
@@ -106,7 +105,7 @@ def wrist_yaw_step(yaw_step: float, q7: float, axis_z: float) -> float:
     sent (a planner holding the yaw command at the limit saw its tool stall for tens of steps).
     A tool not pointing down (|axis_z| < 0.5) is left alone.
     """
-    return _wrist_yaw_step(float(yaw_step), float(q7), float(axis_z), _Q_LO_L[6], _Q_HI_L[6])
+    return _wrist_yaw_step(float(yaw_step), float(q7), float(axis_z), float(_Q_LO[6]), float(_Q_HI[6]))
 
 
 @numba.njit(**_JIT)
@@ -149,7 +148,16 @@ def _ik_into(jac, err, q, p, out):
         t = 0.0
         for i in range(6):
             t += err[i] * jac[i, j]
-        t = t + q[j] + posture[j]
+        out[j] = t + q[j] + posture[j]
+    _clamp_into(q, out, p, out)
+
+
+@numba.njit(**_JIT)
+def _clamp_into(q, target, p, out):
+    """Seven joint targets clamped to the velocity limits over a control step (p[_P_STEP:])
+    and the position limits less their margin, into out (may be target)."""
+    for j in range(7):
+        t = target[j]
         # raised to lo, then lowered to hi (hi wins should they cross); a NaN stays NaN
         lo, hi = q[j] - p[_P_STEP + j], q[j] + p[_P_STEP + j]
         if lo < p[_P_Q_LO + j]:
@@ -159,6 +167,12 @@ def _ik_into(jac, err, q, p, out):
         if t < lo:
             t = lo
         out[j] = hi if t > hi else t
+
+
+@numba.njit(**_JIT)
+def _clamp_batch(q, target, p):
+    for e in range(q.shape[0]):
+        _clamp_into(q[e], target[e], p, target[e])
 
 
 @numba.njit(**_JIT)
@@ -217,42 +231,23 @@ def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> np.ndarray:
     return out
 
 
-def clamp_joint_target(q: np.ndarray, target, dt: float) -> list[float]:
+def clamp_joint_target(q: np.ndarray, target, dt: float) -> np.ndarray:
     """Clamp a (7,) joint target to the velocity limits over dt and the position limits."""
-    return _clamp(q.tolist(), np.asarray(target, dtype=np.float64).tolist(), dt)
-
-
-def _clamp(q: list[float], target: list[float], dt: float) -> list[float]:
-    out = []
-    # comparisons, not min() / max() calls (a third of the cost): raised to lo, then lowered to
-    # hi (hi wins should they cross), and a NaN target stays NaN, as np.maximum / np.minimum do
-    for t, qi, s, lo_q, hi_q in zip(target, q, _joint_steps(dt), _Q_LO_L, _Q_HI_L):
-        lo, hi = qi - s, qi + s
-        if lo < lo_q:
-            lo = lo_q
-        if hi > hi_q:
-            hi = hi_q
-        if t < lo:
-            t = lo
-        out.append(hi if t > hi else t)
+    out = np.empty(7)
+    _clamp_into(np.asarray(q, dtype=np.float64), np.asarray(target, dtype=np.float64), _params_for(dt), out)
     return out
 
 
 def clamp_joint_targets(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
     """``clamp_joint_target`` over a batch: q, target (E, 7); target is clamped in place."""
-    step = robot.DQ_MAX * dt
-    lo = q - step
-    np.maximum(lo, _Q_LO, out=lo)
-    hi = q + step
-    np.minimum(hi, _Q_HI, out=hi)
-    np.maximum(target, lo, out=target)  # a NaN target stays NaN, as in the scalar form
-    return np.minimum(target, hi, out=target)
+    _clamp_batch(np.asarray(q, dtype=np.float64), target, _params_for(dt))
+    return target
 
 
 @functools.lru_cache(maxsize=8)
-def _joint_steps(dt: float) -> tuple[float, ...]:
-    """The most each joint may move in dt (rad): DQ_MAX * dt."""
-    return tuple((robot.DQ_MAX * dt).tolist())
+def _params_for(dt: float) -> np.ndarray:
+    """The joint limits for dt (the controller's step sizes left at zero): _params(dt)."""
+    return _params(dt)
 
 
 class EEController:
@@ -276,8 +271,10 @@ class EEController:
             action = np.asarray(action, dtype=np.float64)
         if self.mode == "joint":
             a = _finite_clipped(action[None])[0]
-            finger = 0.5 * (a[-1] + 1.0) * robot.FINGER_MAX
-            return np.array(clamp_joint_target(q, q + a[:7] * self.max_joint_step, self.dt) + [finger, finger])
+            out = np.empty(9)
+            _clamp_into(q, q + a[:7] * self.max_joint_step, self._params, out[:7])
+            out[7] = out[8] = 0.5 * (a[-1] + 1.0) * robot.FINGER_MAX
+            return out
         # the compiled function does not check bounds: a shape it does not expect is refused here
         if action.shape != (5,) or q.shape != (7,) or tcp_pos.shape != (3,) or tcp_rot.shape != (3, 3) \
                 or jac.shape != (6, 7):
@@ -302,7 +299,8 @@ class EEController:
             a = _finite_clipped(action)
             out[:, 7] = 0.5 * (a[:, -1] + 1.0) * robot.FINGER_MAX
             out[:, 8] = out[:, 7]
-            out[:, :7] = clamp_joint_targets(q, q + a[:, :7] * self.max_joint_step, self.dt)
+            out[:, :7] = q + a[:, :7] * self.max_joint_step
+            _clamp_batch(q, out[:, :7], self._params)
             return out
         e = len(action)
         if action.shape != (e, 5) or q.shape != (e, 7) or tcp_pos.shape != (e, 3) \
