@@ -57,8 +57,10 @@ _P_WS_LO, _P_WS_HI, _P_Q_LO, _P_Q_HI, _P_HOME, _P_STEP = 0, 3, 6, 13, 20, 27
 _P_EE_STEP, _P_YAW_STEP, _P_FINGER, _P_SIZE = 34, 35, 36, 37
 
 
+@functools.lru_cache(maxsize=16)
 def _params(dt: float, max_ee_step: float = 0.0, max_yaw_step: float = 0.0) -> np.ndarray:
-    """The controller's limits in one float64 array, for the compiled functions (layout _P_*)."""
+    """The controller's limits in one float64 array, for the compiled functions (layout _P_*);
+    one array per set of arguments, shared (the compiled functions only read it)."""
     p = np.concatenate((WS_LOW, WS_HIGH, _Q_LO, _Q_HI, robot.HOME_Q, robot.DQ_MAX * dt,
                         (max_ee_step, max_yaw_step, robot.FINGER_MAX)))
     assert p.size == _P_SIZE
@@ -234,20 +236,15 @@ def ik_step(jac: np.ndarray, pose_err, q: np.ndarray, dt: float) -> np.ndarray:
 def clamp_joint_target(q: np.ndarray, target, dt: float) -> np.ndarray:
     """Clamp a (7,) joint target to the velocity limits over dt and the position limits."""
     out = np.empty(7)
-    _clamp_into(np.asarray(q, dtype=np.float64), np.asarray(target, dtype=np.float64), _params_for(dt), out)
+    _clamp_into(np.asarray(q, dtype=np.float64), np.asarray(target, dtype=np.float64), _params(dt), out)
     return out
 
 
 def clamp_joint_targets(q: np.ndarray, target: np.ndarray, dt: float) -> np.ndarray:
     """``clamp_joint_target`` over a batch: q, target (E, 7); target is clamped in place."""
-    _clamp_batch(np.asarray(q, dtype=np.float64), target, _params_for(dt))
+    _clamp_batch(np.asarray(q, dtype=np.float64), target, _params(dt))
     return target
 
-
-@functools.lru_cache(maxsize=8)
-def _params_for(dt: float) -> np.ndarray:
-    """The joint limits for dt (the controller's step sizes left at zero): _params(dt)."""
-    return _params(dt)
 
 
 class EEController:
