@@ -457,8 +457,12 @@ def test_a_compiled_iteration_plans_as_the_eager_one():
     cfg = dict(horizon=3, samples=64, iterations=2, elites=8)
     eager = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg))
     compiled = Planner(cost, env.action_space.low, env.action_space.high, PlannerConfig(**cfg, compile=True))
-    for _ in range(2):
-        torch.testing.assert_close(compiled.plan(), eager.plan(), rtol=1e-4, atol=1e-4)
+    # The compiled kernels sum in another order than eager's (and differently again on an AVX-512
+    # host), and a plan's softmax weights amplify a cost's last-bit differences: on six lift
+    # seeds the first plans agreed to 1.2e-5 and the second, warm-started from the first, to
+    # 1.6e-4 (a 2026-11-30 AVX-512 host). A compiled plan that went wrong differs by tenths.
+    for atol in (1e-4, 1e-3):
+        torch.testing.assert_close(compiled.plan(), eager.plan(), rtol=0, atol=atol)
 
 
 def _over_the_cube(seed: int = 3):
