@@ -52,6 +52,39 @@ def test_imagine_shapes_and_determinism():
     torch.testing.assert_close(groups, torch.ones_like(groups))
 
 
+def test_simnorm_written_out_is_the_softmax(monkeypatch):
+    """Where torch's CPU softmax is slow for the group size (vectors wider than a group, as
+    AVX-512 and groups of 8), simnorm is written out as max, exp, sum and divide: the softmax's
+    values and gradients, in place into a buffer too, finite for large logits; and each
+    machine takes one form always."""
+    import torch.nn.functional as F
+
+    from robotworld.model import world_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 32, generator=g) * 30
+    ref = F.softmax(x.view(64, 4, 8), -1).view(64, 32)
+    written = world_model._simnorm_written_out
+    torch.testing.assert_close(written(x, 8), ref, rtol=0, atol=1e-6)
+    out = torch.empty_like(x)
+    assert written(x, 8, out) is out
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    assert torch.isfinite(written(x * 100, 8)).all()
+    w = torch.randn(64, 32, generator=g)
+    grads = []
+    for fn in (lambda v: written(v, 8), lambda v: F.softmax(v.view(64, 4, 8), -1).view(64, 32)):
+        v = x.clone().requires_grad_()
+        (fn(v) * w).sum().backward()
+        grads.append(v.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-5)
+    # the form follows the machine's vector width, not the call
+    monkeypatch.setattr(world_model, "_cpu_vector_floats", lambda: 16)
+    assert torch.equal(world_model.simnorm(x, 8), written(x, 8))
+    assert torch.equal(world_model.simnorm(x, 16), F.softmax(x.view(64, 2, 16), -1).view(64, 32))
+    monkeypatch.setattr(world_model, "_cpu_vector_floats", lambda: 8)
+    assert torch.equal(world_model.simnorm(x, 8), ref)
+
+
 def test_blocks_of_rows_give_the_numbers_of_one_pass(monkeypatch):
     """imagine and the planner's lean path run their head MLPs over blocks of whole steps when
     there are many rows: with 300 sequences of 7 steps (blocks of 900 rows, the last one short),

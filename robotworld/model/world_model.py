@@ -37,6 +37,7 @@ Shapes: B batch, H horizon, A action size, L latent size, N object slots.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, NamedTuple
@@ -181,21 +182,58 @@ class Outcomes(NamedTuple):
     goal: torch.Tensor  # (1 or S, 3) the goal
 
 
+# Floats per vector register of the CPU kernels torch dispatches to. Along a last dimension
+# shorter than that, torch's CPU softmax leaves its vectorised path: on (1024, 64) latents in
+# groups of 8 it took 415-467 µs with the AVX-512 kernels, against 45-51 µs with the AVX2
+# kernels on the same machine (ATEN_CPU_CAPABILITY=avx2) and 94-124 µs written out as max, exp,
+# sum and divide under either (2026-11-30, two cores, torch 2.13). Groups of 16 or more run the
+# fast path under both.
+_VECTOR_FLOATS = {"AVX512": 16, "AVX2": 8}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_vector_floats() -> int:
+    """Floats per vector of torch's CPU kernels on this machine (0 where not measured)."""
+    return _VECTOR_FLOATS.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
 def simnorm(x: torch.Tensor, group: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over consecutive groups of ``group`` features. x: (..., L); out: a contiguous
     tensor of x's shape to write into, where nothing is differentiated (the planner's rollout
     fills its latents' buffer in place of stacking them afterwards), returned.
 
-    One F.softmax call. With torch 2.13 on two CPU cores it takes 139 µs on a (1024, 64) latent
-    and 25 µs on (128, 64), against 323 and 93 µs written out as max, exp, sum and divide (the
-    form used before, when an older torch's softmax was the slower one); the planner calls it
-    once per imagined step. The two agree to 2e-7.
+    One softmax call where torch's kernel is fast for this group size: on a GPU, under
+    torch.compile (which writes its own kernel) and on a CPU whose vectors hold at most
+    ``group`` floats (AVX2 and groups of 8: 45-51 µs on a (1024, 64) latent, two cores). On a CPU
+    with wider vectors (AVX-512, 16 floats) the softmax of a group of 8 leaves torch's
+    vectorised path and took 415-467 µs, a quarter of an ``imagine`` call; there it is written
+    out as max, exp, sum and divide (94-124 µs). The two forms agree to 3e-7; each machine
+    always takes the same one, so seeded runs repeat on it.
     """
     grouped = (*x.shape[:-1], -1, group)
-    if out is None:
-        return F.softmax(x.reshape(grouped), dim=-1).reshape(x.shape)
-    torch.softmax(x.view(grouped), -1, out=out.view(grouped))
-    return out
+    if torch.compiler.is_compiling() or x.device.type != "cpu" or group >= _cpu_vector_floats():
+        if out is None:
+            return F.softmax(x.reshape(grouped), dim=-1).reshape(x.shape)
+        torch.softmax(x.view(grouped), -1, out=out.view(grouped))
+        return out
+    return _simnorm_written_out(x, group, out)
+
+
+def _simnorm_written_out(x: torch.Tensor, group: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``simnorm`` as max, exp, sum and divide (see there). Differentiable where x requires
+    grad (the max is a constant shift to a softmax, so it is detached)."""
+    g = x.reshape(*x.shape[:-1], -1, group)
+    shift = g.amax(-1, keepdim=True)
+    if out is not None:
+        og = out.view(g.shape)
+        torch.sub(g, shift, out=og).exp_()
+        og.div_(og.sum(-1, keepdim=True))
+        return out
+    if torch.is_grad_enabled() and x.requires_grad:
+        e = (g - shift.detach()).exp()
+        return (e / e.sum(-1, keepdim=True)).reshape(x.shape)
+    e = (g - shift).exp_()
+    return e.div_(e.sum(-1, keepdim=True)).reshape(x.shape)
 
 
 GEOMETRY_DIM = 13
