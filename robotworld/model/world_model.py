@@ -220,20 +220,17 @@ def simnorm(x: torch.Tensor, group: int, out: torch.Tensor | None = None) -> tor
 
 
 def _simnorm_written_out(x: torch.Tensor, group: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``simnorm`` as max, exp, sum and divide (see there). Differentiable where x requires
-    grad (the max is a constant shift to a softmax, so it is detached)."""
+    """``simnorm`` as max, exp, sum and divide (see there); in place into out when given.
+    Differentiable without out (the max is a constant shift to a softmax, so it is detached)."""
     g = x.reshape(*x.shape[:-1], -1, group)
-    shift = g.amax(-1, keepdim=True)
-    if out is not None:
-        og = out.view(g.shape)
-        torch.sub(g, shift, out=og).exp_()
-        og.div_(og.sum(-1, keepdim=True))
-        return out
-    if torch.is_grad_enabled() and x.requires_grad:
-        e = (g - shift.detach()).exp()
+    shift = g.amax(-1, keepdim=True).detach()
+    if out is None:
+        e = (g - shift).exp()
         return (e / e.sum(-1, keepdim=True)).reshape(x.shape)
-    e = (g - shift).exp_()
-    return e.div_(e.sum(-1, keepdim=True)).reshape(x.shape)
+    og = out.view(g.shape)
+    torch.sub(g, shift, out=og).exp_()
+    og.div_(og.sum(-1, keepdim=True))
+    return out
 
 
 GEOMETRY_DIM = 13
