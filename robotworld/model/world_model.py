@@ -182,12 +182,8 @@ class Outcomes(NamedTuple):
     goal: torch.Tensor  # (1 or S, 3) the goal
 
 
-# Floats per vector register of the CPU kernels torch dispatches to. Along a last dimension
-# shorter than that, torch's CPU softmax leaves its vectorised path: on (1024, 64) latents in
-# groups of 8 it took 415-467 µs with the AVX-512 kernels, against 45-51 µs with the AVX2
-# kernels on the same machine (ATEN_CPU_CAPABILITY=avx2) and 94-124 µs written out as max, exp,
-# sum and divide under either (2026-11-30, two cores, torch 2.13). Groups of 16 or more run the
-# fast path under both.
+# Floats per vector of the CPU kernels torch dispatches to: its softmax along a shorter last
+# dimension leaves the vectorised path (simnorm says what that costs)
 _VECTOR_FLOATS = {"AVX512": 16, "AVX2": 8}
 
 
