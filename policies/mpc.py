@@ -34,7 +34,7 @@ class MPCPolicy:
                  weights: dict[str, Any] | None = None, device: str = "auto", seed: int | None = None) -> None:
         from robotworld.model import load
         from robotworld.model.train import pick_device
-        from robotworld.model.world_model import ADMIT_GRIP
+        from robotworld.model.priors import ADMIT_GRIP
         from robotworld.planning import CostWeights, WorldModelCost, planner_config
 
         self.device = pick_device(device)
@@ -65,9 +65,10 @@ class MPCPolicy:
         """Start an episode; given its seed, the sampling noise restarts from (the planner's
         seed, the episode's), so that an episode of an evaluation replays the same alone."""
         from robotworld.planning import Planner
+        from robotworld.planning.costs import ActionScale
 
         u = self._check(env)
-        self.cost.set_scene(scene_obstacles(u), u.cfg.max_yaw_step, u.cfg.max_ee_step)
+        self.cost.set_scene(scene_obstacles(u), ActionScale.of(u))
         if self.planner is None:
             self.planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg, self.device)
         self.planner.reset(None if seed is None else
@@ -81,14 +82,14 @@ class MPCPolicy:
     def reset_batch(self, env, envs: int) -> None:
         """Plan for ``envs`` environments of env's task at once; every one starts afresh."""
         from robotworld.planning import Planner
+        from robotworld.planning.costs import ActionScale
 
         u = self._check(env)
         if self.batch_planner is None or self.batch_planner.envs != envs:
             self.batch_planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg,
                                          self.device, envs=envs)
         self.batch_planner.reset()
-        self._steps = (u.cfg.max_yaw_step, u.cfg.max_ee_step)
-        self.cost.set_scene(None, *self._steps)
+        self.cost.set_scene(None, ActionScale.of(u))
         self._boxes = np.zeros((envs, u.cfg.num_obstacles, 6), dtype=np.float32)
         self._boxes[..., 3:] = 1e-3  # placeholders until each environment's episode starts
         self._boxes[..., :3] = 1e3
@@ -99,7 +100,7 @@ class MPCPolicy:
         self.batch_planner.reset_env(e)
         if env is not None and self._boxes.shape[1]:
             self._boxes[e] = scene_obstacles(env)
-            self.cost.set_scene(self._boxes, *self._steps)
+            self.cost.set_scene(self._boxes)
 
     def act_batch(self, observations: list[dict]) -> np.ndarray:
         """The next action of each environment, from one plan over all of them. -> (E, A)"""

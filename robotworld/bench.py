@@ -505,7 +505,7 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
 
     from robotworld.model import checkpoint as ckpt
     from robotworld.model.train import Objective, TrainConfig, pick_device
-    from robotworld.model.world_model import PRESETS, ModelSpec, WorldModel, model_config
+    from robotworld.model.world_model import PRESETS, ModelSpec, Start, WorldModel, model_config
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -520,7 +520,11 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
     z = torch.rand(cfg.batch, L, generator=g).to(device)
     acts = (torch.rand(cfg.batch, cfg.horizon, spec.action_dim, generator=g) * 2 - 1).to(device)
     temb = model.task_emb(torch.zeros(cfg.batch, dtype=torch.long, device=device))
-    ctx = (temb, torch.zeros_like(temb))
+    B, N = cfg.batch, spec.max_objects
+    # every sequence from its own start, with an observed finger: the whole path, every gate on
+    ctx = Start(z, temb, torch.zeros_like(temb), (torch.rand(B, N, 3, generator=g) * 0.1 + 0.45).to(device),
+                torch.full((B, 3), 0.5, device=device), torch.full((B, 3), 0.45, device=device),
+                torch.full((B,), 0.08, device=device))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def timed(imagine) -> list[float]:
@@ -528,12 +532,12 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
         compiles in the first)."""
         with torch.inference_mode():
             for _ in range(3):
-                imagine(z, acts, ctx)
+                imagine(ctx, acts)
             sync()
             out = []
             for _ in range(cfg.iters):
                 t0 = time.perf_counter()
-                imagine(z, acts, ctx)
+                imagine(ctx, acts)
                 sync()
                 out.append(time.perf_counter() - t0)
         return out
@@ -631,7 +635,7 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
     """Seconds per plan of pytorch_mppi's MPPI over the same world model and cost terms.
 
     Its state is the latent with the summed actions beside it, its dynamics the model's latent
-    step, and its running cost the outcomes ``imagine`` composes (``WorldModel.compose``: reward
+    step, and its running cost the outcomes ``imagine`` composes (reward
     and success from the imagined geometry, collision with the tool path), discounted as ours,
     with the Q ensemble after the horizon as its terminal cost when the value weight is set;
     one plan is ``iterations`` refinements of one command.
@@ -643,24 +647,33 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
         raise ValueError("--vs pytorch_mppi needs pytorch_mppi: pip install pytorch-mppi "
                          "(it is in robotworld's dev extra)") from e
 
-    w, temb = cost.w, cost.context[0]
+    from robotworld.model.priors import touched
+
+    w, start = cost.w, cost.situation.start
+    temb = start.task
     tk = temb.expand(samples, -1)
     A, L = env.action_space.shape[0], model.cfg.latent_dim
-    z_start = cost.z.expand(samples, -1)
-    first = {k: v.expand(samples, *v.shape[1:]) for k, v in model.read(cost.z, temb).items()}  # at the start
-    N = model.spec.max_objects
-    anchor = cost.anchor.reshape(-1, N, 3).expand(samples, N, 3)
-    tool, goal = cost.tool.expand(samples, 3), cost.goal.expand(samples, 3)
+    z_start = start.latent.expand(samples, -1)
+    first = model.read(start.latent, temb)["object_pos"][:, None, :1]  # at the start, (1, 1, 1, 3)
+    obj_start = start.objects[:, :1]
 
     # its state is the latent with the summed actions beside it (the tool path reads both)
     def dynamics(x, u):
         return torch.cat((model.next(x[:, :L], u, tk[:len(x)]), x[:, L:] + u), -1)
 
     def running_cost(x, u, t):
+        # the outcomes of one imagined step from its state, as WorldModel.imagine composes them
+        # (the peer's form: a state, not a sequence), with the touch gate and without the
+        # gripper's, which needs the sequence
         z, n = x[:, None, :L], len(x)
-        *_, collision, reward, success = model.compose(
-            z_start[:n], z, model.read(z, tk[:n]), {k: v[:n] for k, v in first.items()}, x[:, None, L:],
-            anchor[:n], tool[:n], goal[:n], tk[:n])
+        heads = model.read(z, tk[:n])
+        tool = model.tool_path(z_start[:n], z, x[:, None, L:], start.tool)  # (n, 1, 3)
+        moved = torch.sigmoid(model.moved_logits(z_start[:n], z)[..., :1]) * touched(tool.transpose(0, 1),
+                                                                                        obj_start)[0, :, None]
+        obj = (obj_start[:, None] + moved[..., None] * (heads["object_pos"][:, :, :1] - first))[:, :, 0]
+        grasp = model.grasp_prob(heads["grasp"], tool, obj)
+        collision = torch.sigmoid(heads["collision"] + model.contact_logit(tool))
+        reward, success = model.outcomes(tool, obj, start.goal[:, None].expand_as(tool), grasp, tk[:n])
         gain = w.reward * reward + w.success * torch.sigmoid(success)
         return (w.gamma ** t * -gain + w.collision * collision)[:, 0]
 
@@ -675,7 +688,7 @@ def _pytorch_mppi_plan_s(model, cost, env, device, plans: int, samples: int = 10
                u_min=torch.as_tensor(env.action_space.low, device=device),
                u_max=torch.as_tensor(env.action_space.high, device=device),
                step_dependent_dynamics=True)
-    z0 = torch.cat((cost.z[0], torch.zeros(A, device=device)))
+    z0 = torch.cat((start.latent[0], torch.zeros(A, device=device)))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     with torch.no_grad():
@@ -720,7 +733,7 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     cost = WorldModelCost(model)
     cost.observe(obs, cfg.task)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    # multiply-adds per imagined transition on the cost's path (WorldModel.imagine_outcomes):
+    # multiply-adds per imagined transition on the cost's path (WorldModel.imagine, objects="first"):
     # the dynamics, the heads' hidden layer with the five outputs it reads (grasp, collision,
     # first object), the per-step shares of the moved gate and the tool path (their z_0 share is
     # computed once a plan), the contact, hold and outcome MLPs

@@ -202,6 +202,10 @@ def dense_reward(task: str, s: WorldState, ep: EpisodeSpec) -> float:
     return 0.2 * approach + 0.2 * float(s.grasped) + 0.6 * to_goal
 
 
+GOAL_OF: dict[str, str] = {"reach": "tool", "push": "object", "lift": "object", "pick_place": "object",
+                           "pick_place_clutter": "object"}
+"""What each task brings to its goal: the tool, or the first object (a planner's progress measure)."""
+
 SAMPLERS: dict[str, Callable[[np.random.Generator, TaskConfig], EpisodeSpec]] = {
     "reach": sample_reach,
     "push": sample_push,

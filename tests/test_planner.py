@@ -141,67 +141,66 @@ def test_world_model_cost_plans_with_the_shipped_model():
 
 
 def test_lean_imagination_matches_imagine():
+    """The planner's lean view (first object, time-major) is the one path's numbers, also with
+    one start per sequence instead of one shared."""
     import sims
     from robotworld.model import load
 
     wm = load("default")
     env = sims.make("pick_place")
     obs, _ = env.reset(seed=1)
-    z = wm.encode(obs, task="pick_place")
-    temb = wm.last_context[0]
+    s = wm.encode(obs, task="pick_place")
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (H, S, A)
     with torch.no_grad():
-        full = wm.imagine(z, x.transpose(0, 1))
-        reward, success, collision, last, *_ = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal)
-    torch.testing.assert_close(reward, full.reward.T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(success, full.success.T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(collision, full.collision.T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(last, full.latents[:, -1], atol=1e-5, rtol=1e-4)
-    lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal, wm.last_finger)
-    torch.testing.assert_close(lean.grasp, full.grasp.T, atol=1e-5, rtol=1e-4)
+        full = wm.imagine(s, x.transpose(0, 1))
+        lean = wm.imagine(s, x, objects="first", time_major=True)
+        many = {k: np.repeat(np.asarray(v)[None], 64, 0) for k, v in obs.items() if k != "instruction"}
+        per_sample = wm.imagine(wm.encode(dict(many, instruction=[obs["instruction"]] * 64), task="pick_place"),
+                                x, objects="first", time_major=True)
+    for name in ("reward", "success", "collision", "grasp"):
+        torch.testing.assert_close(getattr(lean, name), getattr(full, name).T, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lean.last, full.last, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(lean.tool_pos, full.tool_pos.transpose(0, 1), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(lean.object_pos, full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
-    with torch.no_grad():  # one task embedding per sample gives the same
-        per_sample = wm.imagine_outcomes(z, x, temb.expand(64, -1), wm.last_tool.expand(64, -1),
-                                         wm.last_anchor.expand(64, -1, -1), wm.last_goal.expand(64, -1))
-    torch.testing.assert_close(per_sample.reward, reward)
-    torch.testing.assert_close(per_sample.collision, collision)
+    torch.testing.assert_close(lean.object_pos[..., 0, :], full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(per_sample.reward, lean.reward, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(per_sample.collision, lean.collision, atol=1e-6, rtol=1e-5)
 
 
 def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
     """The gripper gates: from a closed, empty gripper at the cube, a plan that keeps it
     closed is imagined holding nothing and the cube not rising; one that opens first may grasp.
-    The lean path and imagine agree with the gates on."""
+    Without the empty-gripper prior, grasp is only ever higher."""
+    import dataclasses
+
     import sims
     from robotworld.model import load
-    from robotworld.model.world_model import FINGER, LIFT_FREE
+    from robotworld.model.priors import DEFAULT
+    from robotworld.model.world_model import FINGER
 
     wm = load("default")
     env = sims.make("lift")
     obs, _ = env.reset(seed=1)
     obs = dict(obs, proprio=obs["proprio"].copy())
     obs["proprio"][FINGER] = 0.0  # closed on nothing
-    z = wm.encode(obs, task="lift")
-    temb = wm.last_context[0]
+    s = wm.encode(obs, task="lift")
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     x[:, :32, 4] = -1.0  # half the plans keep the gripper closed throughout
     x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # the others open, then close
     with torch.no_grad():
-        full = wm.imagine(z, x.transpose(0, 1))
-        lean = wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor, wm.last_goal, wm.last_finger)
-    torch.testing.assert_close(lean.reward, full.reward.T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(lean.grasp, full.grasp.T, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(lean.object_pos, full.object_pos[:, :, 0].transpose(0, 1), atol=1e-5, rtol=1e-4)
+        lean = wm.imagine(s, x, objects="first", time_major=True)
+        ungated = wm.imagine(s, x, objects="first", time_major=True,
+                             priors=dataclasses.replace(DEFAULT, empty_gripper=False))
     assert lean.grasp[:, :32].max() < 1e-3
-    rise = lean.object_pos[:, :32, 2] - wm.last_anchor[0, 0, 2]
-    assert rise.max() <= LIFT_FREE + 1e-6
-    assert (lean.grasp <= wm.imagine_outcomes(z, x, temb, wm.last_tool, wm.last_anchor,
-                                              wm.last_goal).grasp + 1e-6).all()
+    rise = lean.object_pos[:, :32, 0, 2] - s.objects[0, 0, 2]
+    assert rise.max() <= DEFAULT.lift_free + 1e-6
+    assert (lean.grasp <= ungated.grasp + 1e-6).all()
 
 
 def test_lift_gate_holds_an_unheld_object_to_a_nudge():
     """Beyond LIFT_FREE up and CARRY_FREE across, an object moves only as far as it is grasped."""
-    from robotworld.model.world_model import CARRY_FREE, LIFT_FREE, lift_gate
+    from robotworld.model.priors import DEFAULT, lift_gate
+
+    CARRY_FREE, LIFT_FREE = DEFAULT.carry_free, DEFAULT.lift_free
 
     start = torch.tensor([[0.5, 0.0, 0.02]])
     moved = torch.tensor([[0.6, 0.0, 0.12], [0.503, 0.003, 0.025], [0.5, -0.2, 0.02]])  # far, a nudge, far
@@ -216,10 +215,12 @@ def test_lift_gate_holds_an_unheld_object_to_a_nudge():
 
 
 def test_gripper_gate_cases():
-    """gripper_admits on hand-made steps (time along dim 1): holding at the start passes; an
-    empty gripper passes only once it closes, after having been open the step before, with the
-    tool centred where that step starts and where it ends."""
-    from robotworld.model.world_model import gripper_admits
+    """gripper_admits on hand-made steps: holding at the start passes; an empty gripper passes
+    only once it closes, after having been open the step before, with the tool centred where
+    that step starts and where it ends (the centring prior; without it, off-centre closes pass)."""
+    import dataclasses
+
+    from robotworld.model.priors import DEFAULT, gripper_admits
 
     H = 5
     obj = torch.zeros(1, H, 3)
@@ -227,8 +228,9 @@ def test_gripper_gate_cases():
     centred_from_2 = torch.tensor([above] * 2 + [centre] * 3)[None]
     closed, opens_at_1 = torch.full((1, H), -1.0), torch.tensor([[-1.0, 1.0, 1.0, -1.0, -1.0]])
 
-    def gate(finger, grip, tool, start=above):
-        return gripper_admits(torch.tensor([finger]), grip, tool, obj, 1, torch.tensor([start]))[0]
+    def gate(finger, grip, tool, start=above, p=DEFAULT):  # batch-first (1, H) in, (H,) out
+        return gripper_admits(torch.tensor([finger]), grip.T, tool.transpose(0, 1), obj.transpose(0, 1),
+                              torch.tensor([start]), p)[:, 0]
 
     assert gate(0.0, closed, centred_from_2).max() < 1e-3  # closed on nothing, never opened
     g = gate(0.0, opens_at_1, centred_from_2)  # opens at step 1, centred from step 2, closes at 3
@@ -245,15 +247,13 @@ def test_gripper_gate_cases():
     passes_over = torch.tensor([above] + [centre] * 2 + [[0.03, 0.0, 0.005]] * 2)[None]
     assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0]]), passes_over).max() < 1e-3
     assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]]), centred_from_2).max() < 1e-3  # never closes
-    # along dim 0 (time first, the planner's layout) the same as along dim 1
-    grip = opens_at_1.T.expand(H, 3)
-    lean = gripper_admits(torch.zeros(1), grip, centred_from_2[0][:, None].expand(H, 3, 3), obj[0][:, None].expand(H, 3, 3),
-                          0, torch.tensor([above]))
-    torch.testing.assert_close(lean[:, 0], gate(0.0, opens_at_1, centred_from_2))
+    # without the centring prior, the close 3 cm off centre passes
+    uncentred = dataclasses.replace(DEFAULT, centring=False)
+    assert gate(0.0, torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0]]), passes_over, p=uncentred)[3:].min() > 0.98
 
 
 def test_gripper_gate_opening_matches_the_robot():
-    from robotworld.model.world_model import FINGER_MAX_OPENING
+    from robotworld.model.priors import FINGER_MAX_OPENING
     from sims import robot
 
     assert FINGER_MAX_OPENING == 2 * robot.FINGER_MAX
@@ -348,7 +348,10 @@ def test_progress_cost_points_the_way_where_the_reward_is_flat():
     x = torch.stack((towards, away))[None].expand(3, 2, 5).contiguous()  # (H, S, A)
     cost = WorldModelCost(wm, CostWeights(reward=0, success=0, value=0, collision=0, progress=1))
     cost.observe(obs, "reach")
-    to_go = cost.to_go(wm.imagine_outcomes(cost.z, x, cost.context[0], cost.tool, cost.anchor, cost.goal))
+    from robotworld.planning.costs import to_go as distance_to_go
+
+    start = cost.situation.start
+    to_go = distance_to_go(wm.imagine(start, x, objects="first", time_major=True), start.goal, "reach")
     assert (to_go[:, 0] < to_go[:, 1]).all(), to_go
     c = cost(x)
     assert c[0] < c[1] - 0.1, c
@@ -361,8 +364,8 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
     wm = load("default")
     env = sims.make("lift")
     obs, _ = env.reset(seed=2)
-    z0 = wm.encode(obs, task="lift").detach()
-    temb = wm.last_context[0].detach()
+    start = wm.encode(obs, task="lift")
+    z0, temb = start.latent.detach(), start.task.detach()
     x = torch.rand(6, 3, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1  # (H, B, A)
     with torch.no_grad():
         zs = wm.rollout(z0, x, temb)
@@ -381,8 +384,8 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
     # imagine() with gradients (stacked latents) and without (the buffer) agree exactly
     acts = x.detach().transpose(0, 1)
     with torch.no_grad():
-        plain = wm.imagine(z0, acts)
-    traced = wm.imagine(z0, acts.clone().requires_grad_(True))
+        plain = wm.imagine(start, acts)
+    traced = wm.imagine(start, acts.clone().requires_grad_(True))
     for a, b in zip(plain, traced):
         assert torch.equal(a, b.detach())
 
@@ -575,6 +578,7 @@ def test_obstacle_cost_charges_a_plan_into_a_box_and_follows_each_environment():
     pol.reset(env, 0)
     want = [[*o.pos, *o.half] for o in env.unwrapped.episode.obstacles]
     torch.testing.assert_close(pol.cost.boxes, torch.tensor(want, dtype=torch.float32))
+    from robotworld.planning.costs import ActionScale
 
     cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, value=0, collision=0, progress=0,
                                                        push=0))
@@ -583,7 +587,7 @@ def test_obstacle_cost_charges_a_plan_into_a_box_and_follows_each_environment():
     x = torch.zeros(8, 2, 5)
     x[:, 0, 2] = -1.0  # straight down, 3 cm a step, from 46 cm up; the other stays
     box_below = [tool[0], tool[1], tool[2] - 0.16, 0.03, 0.03, 0.03]  # top 13 cm under the tool point
-    cost.set_scene([box_below], yaw_step=env.unwrapped.cfg.max_yaw_step)
+    cost.set_scene([box_below], ActionScale.of(env))
     down, stay = cost(x).tolist()
     assert down > 1.0 and stay == 0.0, (down, stay)
     cost.set_scene(None)
@@ -616,11 +620,15 @@ def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
     cost = WorldModelCost(load("default"), CostWeights(reward=0, success=0, collision=0, progress=0, obstacle=0,
                                                        table=1, push=0))
     cost.observe(obs, "lift")
-    cost.set_scene(None, ee_step=env.unwrapped.cfg.max_ee_step)
+    from robotworld.planning.costs import ActionScale, table_charge
+
+    scale = ActionScale(ee_step=env.unwrapped.cfg.max_ee_step)
+    cost.set_scene(None, scale)
     grasp, down, stay = cost(x).tolist()
     assert grasp == 0.0 and stay == 0.0 and down > 5.0, (grasp, down, stay)
-    out = cost.model.imagine_outcomes(cost.z, x, cost.context[0][:1], cost.tool, cost.anchor, cost.goal, cost.finger)
-    first = cost.table_charge(cost.tool[:, 2], out.tool_pos, x)[0, 1].item()
+    start = cost.situation.start
+    out = cost.model.imagine(start, x, objects="first", time_major=True)
+    first = table_charge(start.tool[:, 2], out.tool_pos, x, scale, 0.005)[0, 1].item()
     tips = z0 - env.unwrapped.cfg.max_ee_step - FINGERTIP_DROP
     assert first == pytest.approx((0.005 - tips) / 0.005, rel=1e-4)
     with pytest.raises(ValueError, match="table_clearance"):
@@ -630,7 +638,7 @@ def test_table_term_charges_a_command_into_the_table_and_leaves_a_grasp_alone():
 def test_push_term_charges_a_closed_empty_gripper_kept_beside_the_object_only():
     """Observed closed on nothing, commanded closed, tool beside the object: charged in full;
     commanded open, observed holding, or far from the object: nothing."""
-    from robotworld.model.world_model import Outcomes
+    from robotworld.model.world_model import Imagined
     from robotworld.planning.costs import push_charge
 
     H, S = 2, 4
@@ -639,8 +647,8 @@ def test_push_term_charges_a_closed_empty_gripper_kept_beside_the_object_only():
     tool[:, 1, 0] += 0.025  # beside it, fingers down at its side
     tool[:, 2, 0] += 0.10  # 10 cm away
     tool[:, 3, 2] += 0.08  # 8 cm above it
-    out = Outcomes(torch.zeros(H, S), torch.zeros(H, S), torch.zeros(H, S), torch.zeros(S, 8), torch.zeros(H, S),
-                   tool, obj, torch.zeros(1, 3))
+    zeros = torch.zeros(H, S)
+    out = Imagined(torch.zeros(H + 1, S, 8), zeros, zeros, zeros, zeros, obj[:, :, None], tool)
     closed, opened = -torch.ones(H, S, 5), torch.ones(H, S, 5)
     empty, holding = torch.tensor([0.002]), torch.tensor([0.04])
     charge = push_charge(out, closed, empty)

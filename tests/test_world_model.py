@@ -35,7 +35,7 @@ def _obs(task: str = "pick_place", seed: int = 0) -> dict:
 def test_imagine_shapes_and_determinism():
     m = _model()
     z = m.encode(_obs(), task="pick_place")
-    assert z.shape == (1, m.cfg.latent_dim)
+    assert z.latent.shape == (1, m.cfg.latent_dim)
     acts = torch.rand(8, 6, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     out = m.imagine(z, acts)
     assert out.latents.shape == (8, 7, m.cfg.latent_dim)
@@ -86,21 +86,22 @@ def test_simnorm_written_out_is_the_softmax(monkeypatch):
 
 
 def test_blocks_of_rows_give_the_numbers_of_one_pass(monkeypatch):
-    """imagine and the planner's lean path run their head MLPs over blocks of whole steps when
-    there are many rows: with 300 sequences of 7 steps (blocks of 900 rows, the last one short),
-    per-sample task embeddings included, the numbers are those of one pass over all rows."""
+    """imagine runs its head MLPs over blocks of whole steps when there are many rows: with
+    300 sequences of 7 steps (blocks of 900 rows, the last one short), one start per sequence
+    included, full and lean, the numbers are those of one pass over all rows."""
     from robotworld.model import world_model
 
     m = _model()
     z = m.encode(_obs(), task="pick_place")
-    temb = m.last_context[0].expand(300, -1)
+    obs = _obs()
+    many = m.encode({**{k: np.repeat(np.asarray(v)[None], 300, 0) for k, v in obs.items() if k != "instruction"},
+                     "instruction": [obs["instruction"]] * 300}, task="pick_place")
     acts = torch.rand(300, 7, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     def run():
         with torch.no_grad():
-            return (m.imagine(z, acts), m.imagine(z, acts, (temb, temb), m.last_anchor, m.last_tool, m.last_goal),
-                    m.imagine_outcomes(z, acts.transpose(0, 1), temb, m.last_tool, m.last_anchor, m.last_goal,
-                                       m.last_finger))
+            return (m.imagine(z, acts), m.imagine(many, acts),
+                    m.imagine(z, acts.transpose(0, 1), objects="first", time_major=True))
 
     assert world_model.BLOCK_ROWS < 300 * 8
     blocked = run()
@@ -110,36 +111,94 @@ def test_blocks_of_rows_give_the_numbers_of_one_pass(monkeypatch):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_imagine_equals_the_training_path_step_by_step():
-    """imagine (time-major, first layers split by input) gives what training computes:
-    ``next`` step by step, ``read`` on every latent, then ``compose``; gates on and off, and
-    gradients flow through it."""
+def _reference_rollout(wm, s, acts, priors):
+    """imagine written out step by step from the model's parts, batch-first: ``next`` one step
+    at a time, ``read`` on every latent, the tool path, the moved gate and the priors."""
+    from robotworld.model.priors import gripper_admits, lift_gate, touched
+
+    B, H, _ = acts.shape
+    zs, tb = [s.latent.expand(B, -1)], s.task.expand(B, -1)
+    for t in range(H):
+        zs.append(wm.next(zs[-1], acts[:, t], tb))
+    latents = torch.stack(zs, 1)
+    heads = wm.read(latents, tb)
+    tool = wm.tool_path(latents[:, 0], latents[:, 1:], acts.cumsum(1), s.tool.expand(B, 3))
+    moved = torch.sigmoid(wm.moved_logits(latents[:, 0], latents[:, 1:]))
+    anchor = s.objects.expand(B, -1, -1)
+    if priors.touch:
+        moved = moved * touched(tool.transpose(0, 1), anchor, priors).transpose(0, 1)
+    pos = anchor[:, None] + moved[..., None] * (heads["object_pos"][:, 1:] - heads["object_pos"][:, :1])
+    grasp = wm.grasp_prob(heads["grasp"][:, 1:], tool, pos[:, :, 0])
+    if priors.empty_gripper:
+        grasp = grasp * gripper_admits(s.finger, acts[..., -1].T, tool.transpose(0, 1), pos[:, :, 0].transpose(0, 1),
+                                       s.tool - anchor[:, 0], priors).T
+    obj0 = lift_gate(pos[:, :, 0], anchor[:, None, 0], grasp, priors) if priors.lift else pos[:, :, 0]
+    collision = torch.sigmoid(heads["collision"][:, 1:] + wm.contact_logit(tool))
+    reward, success = wm.outcomes(tool, obj0, s.goal[:, None].expand_as(tool), grasp, tb)
+    pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
+    return latents, pos, tool, grasp, collision, reward, torch.sigmoid(success)
+
+
+@pytest.mark.parametrize("switch", [None, "touch", "empty_gripper", "centring", "lift"])
+def test_imagine_equals_the_parts_step_by_step(switch):
+    """imagine (time-major, first layers split by input) gives what its parts compute step by
+    step, with every prior on and with each turned off; the lean view (first object,
+    time-major) is the same numbers; gradients flow through it."""
+    import dataclasses
+
+    from robotworld.model import load
+    from robotworld.model.priors import DEFAULT
+
+    wm = load("default")
+    s = wm.encode(_obs("lift", 3), task="lift")
+    priors = DEFAULT if switch is None else dataclasses.replace(DEFAULT, **{switch: False})
+    acts = torch.rand(6, 9, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        ref = _reference_rollout(wm, s, acts, priors)
+        out = wm.imagine(s, acts, priors=priors)
+        lean = wm.imagine(s, acts.transpose(0, 1), objects="first", time_major=True, priors=priors)
+    torch.testing.assert_close(out.latents, ref[0], atol=1e-5, rtol=1e-4)
+    for got, want in zip((out.object_pos, out.tool_pos, out.grasp, out.collision, out.reward, out.success), ref[1:]):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for name in ("reward", "success", "grasp", "collision", "tool_pos"):
+        torch.testing.assert_close(getattr(lean, name).transpose(0, 1), getattr(out, name), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lean.object_pos.transpose(0, 1)[:, :, 0], out.object_pos[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lean.last, out.last)
+    a = acts.clone().requires_grad_()
+    wm.imagine(s, a, priors=priors).reward.sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_encode_and_imagine_keep_no_state():
+    """A Start holds everything a rollout needs: encoding another observation in between, or
+    imagining from two threads at once, gives the same results as calling alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from robotworld.model import load
 
     wm = load("default")
-    z = wm.encode(_obs("lift", 3), task="lift")
-    temb, N = wm.last_context[0], wm.spec.max_objects
-    B, H = 6, 9
-    acts = torch.rand(B, H, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    zs, tb = [z.expand(B, -1)], temb.expand(B, -1)
+    acts = torch.rand(16, 8, 5, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    obs_a, obs_b = _obs("lift", 1), _obs("pick_place_clutter", 2)
     with torch.no_grad():
-        for t in range(H):
-            zs.append(wm.next(zs[-1], acts[:, t], tb))
-        latents = torch.stack(zs, 1)
-        heads = wm.read(latents, tb)
-        for finger in (wm.last_finger, None):
-            ref = wm.compose(latents[:, 0], latents[:, 1:], {k: v[:, 1:] for k, v in heads.items()},
-                             {k: v[:, 0] for k, v in heads.items()}, acts.cumsum(1), wm.last_anchor.expand(B, N, 3),
-                             wm.last_tool.expand(B, 3), wm.last_goal.expand(B, 3), tb, acts[..., -1],
-                             None if finger is None else finger.expand(B))
-            out = wm.imagine(z, acts, wm.last_context, wm.last_anchor, wm.last_tool, wm.last_goal, finger)
-            torch.testing.assert_close(out.latents, latents, atol=1e-5, rtol=1e-4)
-            for got, want in zip((out.object_pos, out.tool_pos, out.grasp, out.collision, out.reward,
-                                  torch.logit(out.success)), ref):
-                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    a = acts.clone().requires_grad_()
-    wm.imagine(z, a).reward.sum().backward()
-    assert a.grad is not None and a.grad.abs().sum() > 0
+        alone_a = wm.imagine(wm.encode(obs_a, task="lift"), acts)
+        alone_b = wm.imagine(wm.encode(obs_b, task="pick_place_clutter"), acts)
+        start_a = wm.encode(obs_a, task="lift")
+        wm.encode(obs_b, task="pick_place_clutter")  # another observation in between
+        interleaved = wm.imagine(start_a, acts)
+    for got, want in zip(interleaved, alone_a):
+        assert torch.equal(got, want)
+
+    def job(k: int):
+        obs, task = (obs_a, "lift") if k % 2 == 0 else (obs_b, "pick_place_clutter")
+        with torch.no_grad():
+            return wm.imagine(wm.encode(obs, task=task), acts)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(job, range(8)))
+    for k, r in enumerate(results):
+        for got, want in zip(r, alone_a if k % 2 == 0 else alone_b):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert not [k for k in vars(wm) if k.startswith("last_")]
 
 
 def test_bad_observations_and_actions_are_refused():
@@ -165,7 +224,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path):
     back = load(path)
     z0, z1 = m.encode(_obs(), task="lift"), back.encode(_obs(), task="lift")
     acts = torch.zeros(2, 4, 5)
-    assert torch.equal(z0, z1) and torch.equal(m.imagine(z0, acts).reward, back.imagine(z1, acts).reward)
+    assert torch.equal(z0.latent, z1.latent) and torch.equal(m.imagine(z0, acts).reward, back.imagine(z1, acts).reward)
     # a tampered file
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
@@ -318,7 +377,7 @@ def test_shipped_model_imagines_rewards_and_grasps_where_physics_gives_them():
 def test_objects_stay_put_until_the_imagined_tool_comes_near():
     """The touch gate: a plan that closes the gripper and rises far from the cube cannot
     imagine the cube moving; once the tool has passed near an object the gate stays open."""
-    from robotworld.model.world_model import touched
+    from robotworld.model.priors import touched
 
     wm = load("default")
     env = sims.make("lift")
@@ -331,6 +390,6 @@ def test_objects_stay_put_until_the_imagined_tool_comes_near():
     assert float((out.object_pos[0, :, 0] - start).abs().max()) < 1e-3, out.object_pos[0, :, 0]
     assert float(out.success.max()) < 0.05, out.success
     far, near = torch.tensor([0.3, 0.0, 0.3]), torch.tensor([0.51, 0.0, 0.02])
-    gate = touched(torch.stack([far, near, far])[None], torch.tensor([[[0.5, 0.0, 0.02]]]), 1)
-    assert gate.shape == (1, 3, 1)
-    np.testing.assert_allclose(gate[0, :, 0].numpy(), [0.0, 1.0, 1.0], atol=1e-6)
+    gate = touched(torch.stack([far, near, far])[:, None], torch.tensor([[[0.5, 0.0, 0.02]]]))  # time-major
+    assert gate.shape == (3, 1, 1)
+    np.testing.assert_allclose(gate[:, 0, 0].numpy(), [0.0, 1.0, 1.0], atol=1e-6)

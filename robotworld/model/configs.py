@@ -64,3 +64,6 @@ class WorldModelEvalConfig:
     """Seed of the window sampling."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    priors: str = "all"
+    """Structural priors applied while imagining: all, none, or all but some, e.g.
+    -touch,-lift (robotworld.model.priors; the ablation in BENCHMARKS.md)."""

@@ -69,11 +69,13 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     """Metrics of a world model on held-out windows (see the module docstring)."""
     from robotworld.model import checkpoint as ckpt
     from robotworld.model.train import pick_device
+    from robotworld.model import priors as priors_mod
     from robotworld.model.world_model import TOOL, instruction_tokens
 
     if cfg.episodes not in ("held-out", "all"):
         raise ValueError(f"episodes = '{cfg.episodes}': expected held-out or all")
     device = pick_device(cfg.device)
+    priors = priors_mod.parse(cfg.priors)
     holdout_every = 10
     if model is None:
         body = ckpt.read(cfg.checkpoint)
@@ -91,12 +93,12 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
         b = batches.sample(512, device)
         m = model
         temb, iemb = m.task_context(b["task"], instruction_tokens(b["instructions"]))
-        z0 = m.encode_flat(b["obs"][:, 0], temb, iemb)
         P = m.spec.proprio_dim
         n = m.spec.max_objects
         true = b["obs"][:, :, P:P + 7 * n].reshape(*b["obs"].shape[:2], n, 7)[..., :3]  # (B, H+1, n, 3)
         tool = b["obs"][:, :, TOOL]  # (B, H+1, 3)
-        out = m.imagine(z0, b["action"], (temb, iemb), anchor=true[:, 0], tool=tool[:, 0])
+        # imagined as a planner imagines: from the observed start, every prior on
+        out = m.imagine(m.start_of(b["obs"][:, 0], temb, iemb), b["action"], priors=priors)
         rows["tool"].append(((out.tool_pos - tool[:, 1:]).norm(dim=-1) * 100).cpu().numpy())
         real = (torch.arange(n, device=device)[None] < b["objects_real"][:, None]).float()  # (B, n)
         dist = lambda p, q: ((p - q).norm(dim=-1) * real[:, None]).sum(-1) / real.sum(-1)[:, None] * 100  # noqa: E731
@@ -115,7 +117,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
         rows["ry"].append(b["reward"][:, :CHUNK].cpu().numpy()[mask])
     cat = {k: np.concatenate(v) for k, v in rows.items()}
     valid = np.cumprod(cat["valid"], axis=1).astype(bool)  # the episode lasts at least h steps
-    res: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": dirs, "episodes": cfg.episodes,
+    res: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": dirs, "episodes": cfg.episodes, "priors": cfg.priors,
                            "windows": int(len(cat["err"]))}
     curve = []
     for h in range(1, max(HORIZONS) + 1):

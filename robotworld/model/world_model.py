@@ -3,7 +3,12 @@
 Design (TD-MPC2's decoder-free latent model, kept small enough to plan at 20 Hz on two CPU
 cores):
 
-- ``encode(obs) -> z``: normalised state (proprio, object poses padded to ``max_objects``, goal)
+Use: ``start = wm.encode(obs, task="lift")`` returns an immutable ``Start`` (latent, task
+context, the observed tool, finger, objects and goal); ``wm.imagine(start, actions)`` with
+actions (B, H, A) returns per-step ``Imagined`` outcomes. Nothing is kept on the model between
+calls. The hand-written priors imagination applies are in ``robotworld.model.priors``.
+
+- ``encode``: normalised state (proprio, object poses padded to ``max_objects``, goal)
   plus a task embedding and an instruction embedding (hashed words, EmbeddingBag), through an
   MLP into a latent normalised by SimNorm (softmax over groups of 8: bounded, no collapse).
 - ``dynamics(z, a) -> z'``: an MLP on (z, a, task), SimNorm again. Trained by multi-step latent
@@ -29,6 +34,8 @@ cores):
   holds the first object" probability from the offset between the imagined tool and object.
   Read off the latent alone, closing the gripper anywhere in the air was imagined as a grasp
   (0.89 with the tool 8 cm above the cube), and the planner closed the gripper at once.
+- Priors (``Priors``, each with a switch): objects move only once touched, rise only when
+  held, and a closed gripper grasps only after opening, centred.
 - A Q ensemble Q_k(z, a) (TD-learned on the data's own next actions, target network by EMA)
   for planning beyond the horizon.
 
@@ -42,9 +49,13 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
+from robotworld.model.priors import Priors, gripper_admits, lift_gate, touched
 
 TASKS = ("reach", "push", "lift", "pick_place", "pick_place_clutter")
 INSTRUCTION_BUCKETS = 512
@@ -54,52 +65,6 @@ TOOL_QUAT = slice(18, 22)
 """Where the tool orientation quaternion (w, x, y, z) sits in ``proprio``."""
 FINGER = 14
 """Where the finger opening (m, both fingers) sits in ``proprio``."""
-TOUCH_RADIUS, TOUCH_SOFTNESS = 0.08, 0.005
-"""An object moves only once the tool has come within about TOUCH_RADIUS metres of where it
-started. Measured on 320 episodes (noisy-expert and random, 40 each on push, lift, pick_place
-and pick_place_clutter): every object that moved more than 5 mm had had the tool within 5.4 cm
-of its start. Imagination gates the decoded displacement by this, so that a plan cannot
-imagine the object rising while the gripper closes 20 cm above it."""
-FINGER_MAX_OPENING = 0.08
-"""Full opening of the gripper (m), 2 x ``sims.robot.FINGER_MAX`` (the model does not import
-the simulator; a test checks they agree); grip action g commands (g + 1) / 2 of it."""
-HOLD_MIN_OPENING, HELD_MAX_OPENING, ADMIT_OPENING, OPENING_SOFTNESS = 0.018, 0.058, 0.05, 0.002
-"""A grasp needs an object between the pads. A gripper that starts closed to below
-HOLD_MIN_OPENING (half the narrowest object; the environment counts a grasp only at an opening
-of at least half the object's width) holds nothing, and can grasp only once a step of the plan
-commands at least ADMIT_OPENING (the widest object, 4.8 cm, with a margin). Without this, a
-plan that keeps a closed, empty gripper next to the object was imagined as holding and lifting
-it: the planner found that error and stayed there (lift, seed 1). An opening between
-HOLD_MIN_OPENING and HELD_MAX_OPENING may be a grasp already made: the learned head decides."""
-ADMIT_GRIP = 2 * ADMIT_OPENING / FINGER_MAX_OPENING - 1
-"""The gripper action (0.25) that commands ADMIT_OPENING: imagination reads a step commanded
-below it as closing the gripper, and MPC executes it as fully closed (``PlannerConfig.switch_snap``)."""
-CENTRED_XY, CENTRED_Z = 0.015, 0.015
-"""A new grasp also needs the tool centred on the object at the step where the plan commands the
-gripper closed (below ADMIT_OPENING) after an open one: within CENTRED_XY across and CENTRED_Z
-in height, where that step starts and where it ends (the fingers shut within one control step,
-from 8 cm to under 1 cm). The expert's first grasped step is within 0.2 cm. Planner grasps
-that failed closed 2 cm off across or 2-3 cm above the centre, or passed over the centre and
-closed 3 cm beyond it. The learned hold gate, which also covers objects held off-centre once
-lifted, still gave those 0.9. Centred only at the end of the closing step was also too little:
-on lift seed 6 the plan closed with the tool 1.5 cm across and 1.9 cm above the cylinder,
-imagined arriving centred, and rated the grasp 0.98 (0.33 with the start of the step
-counted); in physics the pads pushed the cylinder away."""
-LIFT_FREE = 0.01
-"""How far (m) an object may rise above its start without being grasped (tipping, bumps):
-imagination scales any rise beyond this by the grasp probability."""
-CARRY_FREE = 0.005
-"""How far (m) an object may move across the table from its start without being grasped (a
-nudge): imagination scales any sideways displacement beyond this by the grasp probability.
-Without it the model moved a cube with a tool that had come near it, held or not: it imagined
-a cube pushed 13 cm onto the goal by fingers passing above it, or dragged 19 cm beside a
-gripper closed on nothing, and MPC on pick_place planned for those (0 of 20; BENCHMARKS.md).
-It was 2 cm, half the radius of a place zone, and the planner spent it: objects let go 4-7 cm
-from the zone's centre were imagined drifting, untouched, the last centimetre into it, and the
-plans stood still at an imagined success of 0.9 (pick_place_clutter at the fast preset: 94 of
-100 at 5 mm, 90 at 1 cm, 76 at 2 cm, same seeds)."""
-
-
 @dataclass
 class ModelConfig:
     """Sizes of the world model; ``preset`` picks a named size, fields override it."""
@@ -157,32 +122,65 @@ class ModelSpec:
         return self.proprio_dim + 7 * self.max_objects + 3
 
 
+@dataclass(frozen=True)
+class Start:
+    """Everything a rollout from observed states needs: what ``WorldModel.encode`` returns.
+
+    An immutable value: ``imagine`` reads it and nothing else, so starts from several
+    observations can be kept, reused and imagined from in any order or thread. Every field's
+    first dimension is B or 1 (1 is broadcast: one task for the whole batch, say).
+    """
+
+    latent: torch.Tensor
+    """(B, L) the encoded observation."""
+    task: torch.Tensor
+    """(B or 1, T) the task embedding."""
+    instruction: torch.Tensor
+    """(B or 1, T) the instruction embedding (zeros without one)."""
+    objects: torch.Tensor
+    """(B, N, 3) observed object positions (empty slots are zeros)."""
+    tool: torch.Tensor
+    """(B, 3) observed tool position."""
+    goal: torch.Tensor
+    """(B, 3) the goal position."""
+    finger: torch.Tensor | None = None
+    """(B,) observed finger opening (m); None: no gripper gate (``priors.gripper_admits``)."""
+
+    @property
+    def batch(self) -> int:
+        return self.latent.shape[0]
+
+    def repeat(self, k: int) -> Start:
+        """Each start k times in a row (start b at rows b * k .. (b + 1) * k - 1): the layout of
+        k candidate sequences per observation. A shared task embedding stays shared."""
+        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.repeat_interleave(k, 0)
+
+        if k == 1 or self.batch == 1:
+            return self
+        return Start(rep(self.latent), self.task if self.task.shape[0] == 1 else rep(self.task),
+                     self.instruction if self.instruction.shape[0] == 1 else rep(self.instruction),
+                     rep(self.objects), rep(self.tool), rep(self.goal), rep(self.finger))
+
+
 class Imagined(NamedTuple):
-    """What ``imagine`` returns for B action sequences of H steps."""
+    """What ``imagine`` returns for B action sequences of H steps: batch-first (B, H, ...), or
+    time-major (H, B, ...) with ``time_major=True``. Probabilities are after each step, as the
+    environment's ``info`` reports them."""
 
     latents: torch.Tensor  # (B, H + 1, L): z_0 .. z_H
     reward: torch.Tensor  # (B, H)
-    success: torch.Tensor  # (B, H) probability after each step
+    success: torch.Tensor  # (B, H)
     grasp: torch.Tensor  # (B, H)
     collision: torch.Tensor  # (B, H)
-    object_pos: torch.Tensor  # (B, H, N, 3) decoded object positions after each step
-    tool_pos: torch.Tensor  # (B, H, 3) imagined tool position after each step
+    object_pos: torch.Tensor  # (B, H, N, 3), N = 1 with objects="first"
+    tool_pos: torch.Tensor  # (B, H, 3)
 
+    @property
+    def last(self) -> torch.Tensor:
+        """The latent after the last step, (B, L) (either layout)."""
+        return self.latents[:, -1] if self.latents.shape[1] == self.reward.shape[1] + 1 else self.latents[-1]
 
-class Outcomes(NamedTuple):
-    """What ``imagine_outcomes`` returns for S action sequences of H steps (time-major)."""
-
-    reward: torch.Tensor  # (H, S)
-    success: torch.Tensor  # (H, S) probability after each step
-    collision: torch.Tensor  # (H, S) probability after each step
-    last: torch.Tensor  # (S, L) the latent after the last step
-    grasp: torch.Tensor  # (H, S) probability after each step
-    tool_pos: torch.Tensor  # (H, S, 3) imagined tool position
-    object_pos: torch.Tensor  # (H, S, 3) imagined position of the first object
-    goal: torch.Tensor  # (1 or S, 3) the goal
-
-
-# Floats per vector of the CPU kernels torch dispatches to: its softmax along a shorter last
 # dimension leaves the vectorised path (simnorm says what that costs)
 _VECTOR_FLOATS = {"AVX512": 16, "AVX2": 8}
 
@@ -238,70 +236,6 @@ def geometry(tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor) -> torch
     object's height above a resting 4 cm cube in 5 cm units."""
     d = torch.stack((tool - goal, tool - obj, obj - goal), -2)  # (..., 3, 3)
     return torch.cat((d.flatten(-2) / 0.1, d.norm(dim=-1) / 0.1, (obj[..., 2:] - 0.02) / 0.05), -1)
-
-
-def touched(tool: torch.Tensor, start: torch.Tensor, dim: int) -> torch.Tensor:
-    """Soft 0/1 that the tool has come within TOUCH_RADIUS of each object's start position by
-    each step. tool: (..., H, ..., 3) along time axis ``dim``; start: the objects' start
-    positions, (B, N, 3) against tool (B, H, 3) (dim 1), or (S or 1, 3) against (H, S, 3)
-    (dim 0). Returns (B, H, N) or (H, S)."""
-    if dim == 1:
-        d = (tool[:, :, None] - start[:, None]).norm(dim=-1)  # (B, H, N)
-    else:
-        d = (tool - start).norm(dim=-1)  # (H, S)
-    return torch.sigmoid((TOUCH_RADIUS - d) / TOUCH_SOFTNESS).cummax(dim).values
-
-
-def commanded_opening(grip: torch.Tensor) -> torch.Tensor:
-    """The gripper opening (m, both fingers) that gripper actions ``grip`` in [-1, 1] command:
-    (grip + 1) / 2 of ``FINGER_MAX_OPENING``."""
-    return (grip + 1) * (FINGER_MAX_OPENING / 2)
-
-
-def gripper_admits(finger: torch.Tensor, grip: torch.Tensor, tool: torch.Tensor, obj: torch.Tensor,
-                   dim: int, start: torch.Tensor) -> torch.Tensor:
-    """Soft 0/1, per step, that the gripper could hold the object: it started closed on
-    something (observed opening ``finger`` between HOLD_MIN_OPENING and HELD_MAX_OPENING),
-    or, at some step so far, it was commanded closed (below ADMIT_OPENING) while open just
-    before (the step before commanded at least ADMIT_OPENING, or, at the first step, the
-    observed opening was), with the tool centred on the object (within CENTRED_XY across and
-    CENTRED_Z in height) both where that step starts and where it ends. The fingers close
-    within one control step: a gripper closed 3 cm off that then slid to the centre holds
-    nothing. finger: (B,) or (S or 1,) metres; grip: gripper actions (B, H) along ``dim`` 1 or
-    (H, S) along ``dim`` 0; tool, obj: imagined positions, grip's shape plus (3,); start: the
-    observed tool-minus-object offset, (B, 3) or (S or 1, 3).
-    Returns grip's shape."""
-    soft = OPENING_SOFTNESS
-    f = finger.reshape(-1)
-    f = f[:, None] if dim == 1 else f[None]
-    held = torch.sigmoid((f - HOLD_MIN_OPENING) / soft) * torch.sigmoid((HELD_MAX_OPENING - f) / soft)
-    opening = commanded_opening(grip)
-    opened = torch.sigmoid((opening - ADMIT_OPENING) / soft)
-    closing = torch.sigmoid((ADMIT_OPENING - opening) / soft)
-
-    def centred(d: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid((CENTRED_XY - d[..., :2].norm(dim=-1)) / soft) * torch.sigmoid((CENTRED_Z - d[..., 2].abs()) / soft)
-
-    def previous(x: torch.Tensor, at_start: torch.Tensor) -> torch.Tensor:
-        """x one step later along dim: each step sees the step before, the first sees at_start."""
-        return torch.cat((at_start.expand_as(x.narrow(dim, 0, 1)), x.narrow(dim, 0, x.shape[dim] - 1)), dim)
-
-    here = centred(tool - obj)
-    before = previous(here, centred(start.unsqueeze(dim)))  # start: (B, 1, 3) or (1, S, 3)
-    was_open = previous(opened, torch.sigmoid((f - ADMIT_OPENING) / soft))
-    return torch.maximum(held, (was_open * closing * before * here).cummax(dim).values)
-
-
-def lift_gate(obj: torch.Tensor, start: torch.Tensor, grasp: torch.Tensor) -> torch.Tensor:
-    """Object positions obj (..., 3) with any rise above start (..., 3) beyond LIFT_FREE, and
-    any move across beyond CARRY_FREE, scaled by the grasp probability (...): nothing rises off
-    the table, or travels across it, unless held."""
-    rise = obj[..., 2] - start[..., 2]
-    z = start[..., 2] + rise.clamp(max=LIFT_FREE) + (rise - LIFT_FREE).clamp(min=0) * grasp
-    d = obj[..., :2] - start[..., :2]
-    dist = d.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    allowed = dist.clamp(max=CARRY_FREE) + (dist - CARRY_FREE).clamp(min=0) * grasp[..., None]
-    return torch.cat((start[..., :2] + d * (allowed / dist), z[..., None]), -1)
 
 
 BLOCK_ROWS = 1024  # rows per block of by_blocks: a (1024, 128) float activation is 512 kB
@@ -379,13 +313,6 @@ class WorldModel(nn.Module):
         # the contact MLP sees the tool position in units of 10 cm across, 5 mm in height
         self.register_buffer("contact_offset", torch.tensor([0.5, 0.0, 0.01]))
         self.register_buffer("contact_scale", torch.tensor([0.1, 0.1, 0.005]))
-        # set by encode(): the task context and observed object positions that imagine() and
-        # the planner's cost use by default for the latents it returned
-        self.last_context: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.last_anchor: torch.Tensor | None = None
-        self.last_tool: torch.Tensor | None = None
-        self.last_finger: torch.Tensor | None = None
-        self.last_goal: torch.Tensor | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
     def flat_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -451,41 +378,6 @@ class WorldModel(nn.Module):
         x = torch.cat((z0[:, None].expand_as(z), z, summed), -1)
         return start[:, None] + 0.1 * self.tool(x)
 
-    def compose(self, z0: torch.Tensor, z: torch.Tensor, heads: dict[str, torch.Tensor],
-                first: dict[str, torch.Tensor], summed: torch.Tensor, anchor: torch.Tensor,
-                tool: torch.Tensor, goal: torch.Tensor, temb: torch.Tensor,
-                grip: torch.Tensor | None = None, finger: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, ...]:
-        """What ``imagine`` reports after each step, from the start latent z0 (B, L), the latents
-        z (B, H, L) with their head outputs ``heads``, the head outputs at z0 (``first``), the
-        summed actions (B, H, A), and the observed object positions anchor (B, N, 3), tool
-        position (B, 3) and goal (B, 3).
-
-        Object positions are the observed start plus the decoded displacement, so that a bias of
-        the decoder cancels, weighted by the probability that the object moved at all, so that
-        resting objects stay exactly where they were observed, and by ``touched``: no object
-        moves before the imagined tool has come near it. Given the observed opening ``finger``
-        (B,), grasp is gated by ``gripper_admits`` (with the gripper actions ``grip`` (B, H)) and
-        the first object rises off, or moves across, the table only as far as it is grasped
-        (``lift_gate``).
-
-        Returns object positions (B, H, N, 3), tool positions (B, H, 3), and grasp and collision
-        probabilities, reward and success logits, each (B, H).
-        """
-        start_tool = tool
-        tool = self.tool_path(z0, z, summed, tool)
-        moved = (torch.sigmoid(self.moved_logits(z0, z)) * touched(tool, anchor, 1))[..., None]
-        pos = anchor[:, None] + moved * (heads["object_pos"] - first["object_pos"][:, None])
-        grasp = self.grasp_prob(heads["grasp"], tool, pos[:, :, 0])
-        obj0 = pos[:, :, 0]
-        if finger is not None:  # the gripper gates, where the opening was observed
-            grasp = grasp * gripper_admits(finger, grip, tool, obj0, 1, start_tool - anchor[:, 0])
-            obj0 = lift_gate(obj0, anchor[:, None, 0], grasp)
-            pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
-        collision = torch.sigmoid(heads["collision"] + self.contact_logit(tool))
-        reward, success = self.outcomes(tool, obj0, goal[:, None].expand_as(tool), grasp, temb)
-        return pos, tool, grasp, collision, reward, success
-
     def outcomes(self, tool: torch.Tensor, obj: torch.Tensor, goal: torch.Tensor, grasp: torch.Tensor,
                  temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward, success logit), each (...), from positions tool, obj (the first object) and
@@ -520,130 +412,146 @@ class WorldModel(nn.Module):
         return torch.stack([q(x).squeeze(-1) for q in self.q])
 
     # ---- the public API (DESIGN.md) ------------------------------------------------------------
-    def encode(self, obs: dict[str, Any], task: str | list[str] | torch.Tensor | None = None) -> torch.Tensor:
-        """Latent of observations. obs: proprio (B, 22) / objects (B, 7n) / goal (B, 3), or one
-        unbatched observation; ``instruction`` (text) is used when present. -> (B, L)"""
+    def encode(self, obs: dict[str, Any], task: str | list[str] | torch.Tensor | None = None) -> Start:
+        """The start of rollouts from observations. obs: proprio (B, 22) / objects (B, 7n) /
+        goal (B, 3), or one unbatched observation; ``instruction`` (text, or B texts) is used
+        when present. task: one name for the batch (its embedding is shared), B names, or (B,)
+        ids; by default the model's first task. Keeps nothing on the model."""
         device = self.obs_mean.device
-        tensors = {k: torch.as_tensor(obs[k], dtype=torch.float32, device=device)
+        tensors = {k: torch.as_tensor(np.asarray(obs[k]) if not isinstance(obs[k], torch.Tensor) else obs[k],
+                                      dtype=torch.float32, device=device)
                    for k in ("proprio", "objects", "goal") if k in obs}
-        single = "proprio" in tensors and tensors["proprio"].dim() == 1
-        if single:
+        if "proprio" in tensors and tensors["proprio"].dim() == 1:
             tensors = {k: v.unsqueeze(0) for k, v in tensors.items()}
         x = self.flat_obs(tensors)
-        B = x.shape[0]
-        n, P = self.spec.max_objects, self.spec.proprio_dim
-        self.last_anchor = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
-        self.last_tool = x[:, TOOL]
-        self.last_finger = x[:, FINGER]
-        self.last_goal = x[:, P + 7 * n:P + 7 * n + 3]
-        self.last_context = self._make_context(B, task, obs.get("instruction"), device)
-        return self.encode_flat(x, *self.last_context)
+        temb, iemb = self._make_context(x.shape[0], task, obs.get("instruction"), device)
+        return self.start_of(x, temb, iemb)
+
+    def start_of(self, x: torch.Tensor, temb: torch.Tensor, iemb: torch.Tensor, gripper: bool = True) -> Start:
+        """The Start of raw flat observations x (B, obs_dim) (``flat_obs``) with their task and
+        instruction embeddings (B or 1, T); gripper=False leaves the finger out (no gate)."""
+        B, n, P = x.shape[0], self.spec.max_objects, self.spec.proprio_dim
+        objects = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
+        return Start(self.encode_flat(x, temb, iemb), temb, iemb, objects, x[:, TOOL],
+                     x[:, P + 7 * n:P + 7 * n + 3], x[:, FINGER] if gripper else None)
 
     def _make_context(self, B: int, task, instruction, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task embedding, instruction embedding): (1, T) each where one is shared by the batch."""
         if task is None:
             task = self.spec.tasks[0]
-        if isinstance(task, str):
-            task = [task] * B
-        if not isinstance(task, torch.Tensor):
-            unknown = sorted(set(task) - set(self.spec.tasks))
+        names = [task] if isinstance(task, str) else task
+        if not isinstance(names, torch.Tensor):
+            unknown = sorted(set(names) - set(self.spec.tasks))
             if unknown:
                 raise ValueError(f"task {unknown[0]!r} is not one this model knows ({', '.join(self.spec.tasks)})")
-            task = torch.tensor([self.spec.tasks.index(t) for t in task], device=device)
+            names = torch.tensor([self.spec.tasks.index(t) for t in names], device=device)
+        if names.shape[0] not in (1, B):
+            raise ValueError(f"{names.shape[0]} tasks for {B} observations: expected one, or one per observation")
         instr = None
         if instruction is not None:
-            texts = [instruction] * B if isinstance(instruction, str) else list(instruction)
+            texts = [instruction] if isinstance(instruction, str) else list(instruction)
+            if len(texts) not in (1, B):
+                raise ValueError(f"{len(texts)} instructions for {B} observations: expected one, or one per observation")
             instr = instruction_tokens(texts)
-        return self.task_context(task.to(device), instr)
+        temb, iemb = self.task_context(names.to(device), instr)
+        if iemb.shape[0] != temb.shape[0]:  # one task, B instructions (or the reverse)
+            temb = temb.expand(B, -1) if temb.shape[0] == 1 else temb
+            iemb = iemb.expand(B, -1) if iemb.shape[0] == 1 else iemb
+        return temb, iemb
 
-    def imagine(self, z: torch.Tensor, actions: torch.Tensor,
-                context: tuple[torch.Tensor, torch.Tensor] | None = None,
-                anchor: torch.Tensor | None = None, tool: torch.Tensor | None = None,
-                goal: torch.Tensor | None = None, finger: torch.Tensor | None = None) -> Imagined:
-        """Roll latents forward under action sequences.
+    def imagine(self, start: Start, actions: torch.Tensor, *, objects: str = "all", time_major: bool = False,
+                priors: Priors = DEFAULT_PRIORS) -> Imagined:
+        """Roll B action sequences forward from ``start``: the one forward path of the model
+        (training, planning and the benchmarks all come through here).
+
+        Object positions are the observed start plus the decoded displacement (a bias of the
+        decoder cancels), weighted by the probability that the object moved at all and, with
+        ``priors.touch``, by ``touched``. Grasp is the head's probability gated by the learned
+        hold gate and, with an observed finger opening, by ``gripper_admits``; the first object
+        rises off or moves across the table only as far as it is grasped (``priors.lift``).
+        Reward and success come from the imagined geometry (``outcomes``).
+
+        Computed time-major (``rollout``), with every MLP's first layer split by input, so that
+        what is constant along a sequence (task, start latent) is one product, not H.
 
         Args:
-            z: (B, L) start latents (or (1, L), broadcast to the B sequences).
-            actions: (B, H, A) in [-1, 1].
-            context: (task embedding, instruction embedding), each (B or 1, T); by default the one
-                of the last ``encode`` call.
-            anchor: (B or 1, N, 3) observed object positions at z; by default those of the last
-                ``encode`` call, or the decoded ones when a context is passed without an anchor.
-            tool: (B or 1, 3) observed tool position at z; defaults as ``anchor`` does.
-            goal: (B or 1, 3) the goal position; defaults as ``anchor`` does.
-            finger: (B or 1,) observed finger opening at z, for the gripper gate; defaults as
-                ``anchor`` does, and without one (a context passed, no finger) there is no gate.
+            start: from ``encode`` (B or 1 starts; 1 is broadcast to the B sequences).
+            actions: (B, H, A) in [-1, 1]; (H, B, A) with ``time_major``.
+            objects: "all" (N objects) or "first" (the planner's lean path: the costs read no other).
+            time_major: actions and every output laid out (H, B, ...).
+            priors: which structural priors to apply (``robotworld.model.priors``).
         Returns:
-            Imagined with per-step latents, reward, and success / grasp / collision probabilities.
+            Imagined, batch-first or time-major as the actions.
         """
         if actions.dim() != 3 or actions.shape[-1] != self.spec.action_dim:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected (B, H, {self.spec.action_dim})")
-        if context is None and self.last_context is None:
-            raise RuntimeError("imagine() needs a context: call encode() first or pass context=")
-        temb, _ = context if context is not None else self.last_context
-        B, H, A = actions.shape
-        L, N = self.cfg.latent_dim, self.spec.max_objects
-        z = z.expand(B, -1) if z.shape[0] == 1 else z
-        temb1 = temb  # (1 or B, T): a shared task embedding is read once
-        temb = temb.expand(B, -1) if temb.shape[0] == 1 else temb
-        # time-major, as the planner's path: every MLP's first layer split by input, so that
-        # what is constant along a sequence (task, start latent) is one product, not H
-        act_t = actions.transpose(0, 1)  # (H, B, A)
+            want = "(H, B, {})" if time_major else "(B, H, {})"
+            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {want.format(self.spec.action_dim)}")
+        if objects not in ("all", "first"):
+            raise ValueError(f"objects = {objects!r}: expected 'all' or 'first'")
+        if not isinstance(start, Start):
+            raise TypeError(f"imagine() takes the Start that encode() returns, not {type(start).__name__}")
+        act = actions if time_major else actions.transpose(0, 1)  # (H, B, A)
+        H, B, A = act.shape
+        if start.batch not in (1, B):
+            raise ValueError(f"{start.batch} starts for {B} action sequences: expected one, or one per sequence")
+        out = self._imagine(start, act, 1 if objects == "first" else self.spec.max_objects, priors)
+        return out if time_major else Imagined(*(t.transpose(0, 1) for t in out))
+
+    def _imagine(self, s: Start, act: torch.Tensor, n: int, p: Priors) -> Imagined:
+        """``imagine``'s body, time-major: act (H, B, A), the first n objects. -> Imagined (H, B, ...)"""
+        L, A = self.cfg.latent_dim, self.spec.action_dim
+        H, B, _ = act.shape
+        z0, temb = s.latent, s.task
         inplace = not torch.is_grad_enabled()  # nothing differentiated: in-place work and buffers
         if inplace:  # the rollout writes into the buffer: no stack and no concatenation
-            zs = torch.empty(H + 1, B, L, dtype=z.dtype, device=z.device)
-            zs[0] = z
-            self.rollout(z, act_t, temb1, out=zs[1:])
+            zs = torch.empty(H + 1, B, L, dtype=z0.dtype, device=z0.device)
+            zs[0] = z0
+            self.rollout(z0, act, temb, out=zs[1:])
         else:
-            zs = torch.cat((z[None], self.rollout(z, act_t, temb1)))  # (H + 1, B, L)
-        rows = zs.view((H + 1) * B, L)
+            zs = torch.cat((z0.expand(B, L)[None], self.rollout(z0, act, temb)))
+        rows, block = zs[1:].reshape(H * B, L), self._block_rows(B)
+        cols = 2 + 3 * n  # grasp, collision, the first n objects
         hl1, hln, _, hout = self.heads
-        task_share = torch.addmm(hl1.bias, temb1, hl1.weight[:, L:].T)  # (1 or B, Hd)
-        block = self._block_rows(B)
+        task_head = torch.addmm(hl1.bias, temb, hl1.weight[:, L:].T)
 
         def read(r: torch.Tensor) -> torch.Tensor:
-            return hout(F.silu(hln(self._with_share(r, hl1.weight[:, :L], task_share)), inplace=inplace))
+            h = F.silu(hln(self._with_share(r, hl1.weight[:, :L], task_head)), inplace=inplace)
+            return torch.addmm(hout.bias[:cols], h, hout.weight[:cols].T)
 
-        heads = self._decode(by_blocks(read, block, rows).view(H + 1, B, -1))  # steps 0 .. H
-        obj_dec = heads["object_pos"]
-        remembered = context is None and self.last_tool is not None
-        if anchor is None:
-            anchor = self.last_anchor if remembered else obj_dec[0]
-        if tool is None:
-            tool = self.last_tool if remembered else heads["tool_pos"][0]
-        if goal is None:
-            goal = self.last_goal if remembered else heads["goal"][0]
-        if finger is None and remembered:
-            finger = self.last_finger
-        anchor = anchor.reshape(-1, N, 3).expand(B, N, 3)
-        steps = rows[B:]  # z_1 .. z_H, (H * B, L)
+        out = by_blocks(read, block, rows).view(H, B, cols)
+        first = self.read(z0.expand(temb.shape[0], -1) if z0.shape[0] == 1 else z0, temb)["object_pos"][:, :n]
+        obj_start = s.objects[:, :n]  # (1 or B, n, 3)
+        # the tool path and the moved gate, their first layers split as the dynamics' is: the
+        # start latent's share is a constant, the latents' (and summed actions') a product each
         tl1, tln, _, tout = self.tool
         ml1, mln, _, mout = self.moved
-        tool_share, moved_share = self._start_share(tl1, z, L), self._start_share(ml1, z, L)
+        tool_share, moved_share = self._start_share(tl1, z0, L), self._start_share(ml1, z0, L)
 
         def path(r: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
             th = self._with_share(r, tl1.weight[:, L:2 * L], tool_share).addmm_(summed, tl1.weight[:, 2 * L:].T)
             return tout(F.silu(tln(th), inplace=inplace))
 
         def moved_logit(r: torch.Tensor) -> torch.Tensor:
-            return mout(F.silu(mln(self._with_share(r, ml1.weight[:, L:], moved_share)), inplace=inplace))
+            mh = F.silu(mln(self._with_share(r, ml1.weight[:, L:], moved_share)), inplace=inplace)
+            return torch.addmm(mout.bias[:n], mh, mout.weight[:n].T)
 
-        tool_pos = by_blocks(path, block, steps, act_t.cumsum(0).reshape(H * B, A)).view(H, B, 3) * 0.1 + tool.reshape(-1, 3)
-        moved = torch.sigmoid(by_blocks(moved_logit, block, steps)).view(H, B, N)
-        moved = (moved * touched(tool_pos.transpose(0, 1), anchor, 1).transpose(0, 1))[..., None]
-        pos = anchor[None] + moved * (obj_dec[1:] - obj_dec[:1])  # (H, B, N, 3)
+        summed = act.cumsum(0).reshape(H * B, A)
+        tool = by_blocks(path, block, rows, summed).view(H, B, 3).mul(0.1).add_(s.tool)
+        moved = torch.sigmoid(by_blocks(moved_logit, block, rows)).view(H, B, n)
+        if p.touch:
+            moved = moved * touched(tool, obj_start, p)
+        decoded = out[..., 2:].reshape(H, B, n, 3) * 0.1 + self.pos_offset
+        pos = obj_start + moved[..., None] * (decoded - first)  # (H, B, n, 3)
         obj0 = pos[:, :, 0]
-        grasp = self.grasp_prob(heads["grasp"][1:], tool_pos, obj0)
-        if finger is not None:  # the gripper gates, as in compose
-            grasp = grasp * gripper_admits(finger.reshape(-1).expand(B), act_t[..., -1], tool_pos, obj0, 0,
-                                            tool.reshape(-1, 3) - anchor[:, 0])
-            obj0 = lift_gate(obj0, anchor[None, :, 0], grasp)
+        grasp = self.grasp_prob(out[..., 0], tool, obj0)
+        if s.finger is not None and p.empty_gripper:
+            grasp = grasp * gripper_admits(s.finger, act[..., -1], tool, obj0, s.tool - obj_start[:, 0], p)
+        if p.lift:
+            obj0 = lift_gate(obj0, obj_start[:, 0], grasp, p)
             pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
-        collision = torch.sigmoid(heads["collision"][1:] + self.contact_logit(tool_pos))
-        reward, success = self.outcomes(tool_pos, obj0, goal.reshape(-1, 3).expand(B, 3)[None].expand_as(tool_pos),
-                                        grasp, temb1[None])
-        return Imagined(zs.transpose(0, 1), reward.T, torch.sigmoid(success).T, grasp.T, collision.T,
-                        pos.transpose(0, 1), tool_pos.transpose(0, 1))
-
+        collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool))
+        reward, success = self.outcomes(tool, obj0, s.goal, grasp, temb[None])
+        return Imagined(zs, reward, torch.sigmoid(success), grasp, collision, pos, tool)
 
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
@@ -685,73 +593,6 @@ class WorldModel(nn.Module):
             z = simnorm(x, self.cfg.simnorm_group, None if out is None else out[t])
             zs.append(z)
         return torch.stack(zs) if out is None else out
-
-    @torch.no_grad()
-    def imagine_outcomes(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
-                         tool: torch.Tensor | None = None, anchor: torch.Tensor | None = None,
-                         goal: torch.Tensor | None = None, finger: torch.Tensor | None = None
-                         ) -> Outcomes:
-        """The planner's lean path through ``imagine``: only what a cost reads.
-
-        Same numbers as ``imagine`` (tests check it), computed time-major (``rollout``) and
-        with the first layers of the heads, the moved gate and the tool path split by input as
-        the dynamics' is. Only the first object's position is imagined (the rewards read no
-        other).
-
-        Args:
-            z: (1 or S, L) start latent(s).
-            actions: (H, S, A) time-major action sequences.
-            temb: (1 or S, T) task embedding.
-            tool: (1 or S, 3) observed tool position at z; decoded from z when None.
-            anchor: (1 or S, N, 3) observed object positions at z; decoded from z when None.
-            goal: (1 or S, 3) the goal; decoded from z when None.
-            finger: (1 or S,) observed finger opening at z, for the gripper gate (none when None).
-        Returns:
-            Outcomes: reward, success and collision (H, S), the last latent (S, L), and the
-            imagined grasp (H, S), tool and first object positions (H, S, 3) and goal.
-        """
-        L, A = self.cfg.latent_dim, self.spec.action_dim
-        H, S, _ = actions.shape
-        z0_in = z
-        zs = self.rollout(z, actions, temb, out=torch.empty(H, S, L, dtype=z.dtype, device=z.device))
-        z = zs[-1]
-        hl1, hln, hact, hout = self.heads
-        hw = hl1.weight
-        task_head = torch.addmm(hl1.bias, temb, hw[:, L:].T)
-        rows, block = zs.view(H * S, L), self._block_rows(S)
-
-        def read(r: torch.Tensor) -> torch.Tensor:  # grasp, collision, object 0
-            return torch.addmm(hout.bias[:5], hact(hln(self._with_share(r, hw[:, :L], task_head))), hout.weight[:5].T)
-
-        out = by_blocks(read, block, rows).view(H, S, 5)
-        first = self.read(z0_in.expand(temb.shape[0], -1) if z0_in.shape[0] == 1 else z0_in, temb)  # at z_0
-        tool = first["tool_pos"] if tool is None else tool.reshape(-1, 3)
-        goal = first["goal"] if goal is None else goal.reshape(-1, 3)
-        obj0 = first["object_pos"][:, 0] if anchor is None else anchor.reshape(anchor.shape[0], -1, 3)[:, 0]
-        # the moved gate and the tool path, their first layers split as the dynamics' is: the
-        # start latent's share is a constant, the latents' (and summed actions') a product each
-        tl1, tln, tact, tout = self.tool
-        ml1, mln, mact, mout = self.moved
-        tw, tool_share, moved_share = tl1.weight, self._start_share(tl1, z0_in, L), self._start_share(ml1, z0_in, L)
-
-        def path(r: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
-            return tout(tact(tln(self._with_share(r, tw[:, L:2 * L], tool_share).addmm_(summed, tw[:, 2 * L:].T))))
-
-        def moved_logit(r: torch.Tensor) -> torch.Tensor:  # the first object's only
-            mh = mact(mln(self._with_share(r, ml1.weight[:, L:], moved_share)))
-            return torch.addmm(mout.bias[:1], mh, mout.weight[:1].T)
-
-        tool_pos = by_blocks(path, block, rows, actions.cumsum(0).view(H * S, A)).view(H, S, 3).mul_(0.1).add_(tool)
-        moved = torch.sigmoid(by_blocks(moved_logit, block, rows)).view(H, S, 1)
-        moved = moved * touched(tool_pos, obj0, 0)[..., None]
-        obj = obj0 + moved * (out[..., 2:5] * 0.1 + self.pos_offset - first["object_pos"][:, 0])
-        collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool_pos))
-        grasp = self.grasp_prob(out[..., 0], tool_pos, obj)
-        if finger is not None:  # the gripper gates, as in compose
-            grasp = grasp * gripper_admits(finger, actions[..., -1], tool_pos, obj, 0, tool - obj0)
-            obj = lift_gate(obj, obj0, grasp)
-        reward, success = self.outcomes(tool_pos, obj, goal, grasp, temb[None])
-        return Outcomes(reward, torch.sigmoid(success), collision, z, grasp, tool_pos, obj, goal)
 
     @staticmethod
     def _block_rows(B: int) -> int:

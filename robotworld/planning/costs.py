@@ -1,18 +1,29 @@
-"""Costs for the planner from the world model's imagination."""
+"""Scoring imagined futures: the cost terms the planner minimises, and the scoring service.
+
+``Scorer.score(obs, chunks, task, boxes)`` answers the question every policy asks: here is what
+the robot sees and k candidate action chunks (k, H, A); what will happen with each? It returns
+per chunk a total and per-step named terms. ``WorldModelCost`` is the same scoring bound to one
+observed ``Situation``, as the planner's cost function of the action sequences alone.
+
+Every term is named and weighted in ``CostWeights``; weight 0 turns it off.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
+from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
+from robotworld.model.priors import Priors, commanded_opening
 from sims import robot
+from sims.tasks import GOAL_OF
 
 if TYPE_CHECKING:
-    from robotworld.model.world_model import Outcomes
+    from robotworld.model.world_model import Imagined, Start
 
 
 def gripper_spheres() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,17 +101,15 @@ above it (the fingertips, 1 cm below the tool point, then reach below the top of
 object)."""
 
 
-def push_charge(out: Outcomes, x: torch.Tensor, finger: torch.Tensor) -> torch.Tensor:
+def push_charge(out: Imagined, x: torch.Tensor, finger: torch.Tensor, p: Priors = DEFAULT_PRIORS) -> torch.Tensor:
     """Per step, soft 0/1 that a gripper observed closed on nothing is kept commanded closed
-    beside the imagined first object (``CostWeights.push``). out: imagined outcomes (H, S, ...);
-    x: action sequences (H, S, A), the last action the gripper (+1 open); finger: the observed
-    opening (1 or S,). -> (H, S)"""
-    from robotworld.model.world_model import ADMIT_OPENING, HOLD_MIN_OPENING, OPENING_SOFTNESS, commanded_opening
-
-    soft = OPENING_SOFTNESS
-    empty = torch.sigmoid((HOLD_MIN_OPENING - finger.reshape(1, -1)) / soft)
-    closed = torch.sigmoid((ADMIT_OPENING - commanded_opening(x[..., -1].clamp(-1, 1))) / soft)
-    d = out.tool_pos - out.object_pos
+    beside the imagined first object (``CostWeights.push``). out: imagined outcomes, time-major
+    (H, S, ...); x: action sequences (H, S, A), the last action the gripper (+1 open); finger:
+    the observed opening (1 or S,); p: the openings' thresholds. -> (H, S)"""
+    soft = p.opening_softness
+    empty = torch.sigmoid((p.hold_min_opening - finger.reshape(1, -1)) / soft)
+    closed = torch.sigmoid((p.admit_opening - commanded_opening(x[..., -1].clamp(-1, 1))) / soft)
+    d = out.tool_pos - out.object_pos[..., 0, :]
     near = torch.sigmoid((PUSH_XY - d[..., :2].norm(dim=-1)) / soft) * torch.sigmoid((PUSH_Z - d[..., 2]) / soft)
     return empty * closed * near
 
@@ -187,122 +196,272 @@ class CostWeights:
 
 
 def stack_observations(observations: list[dict]) -> dict:
-    """E observations of one task as one batch for ``WorldModelCost.observe``: proprio (E, 22),
-    objects (E, 7n), goal (E, 3), and the E instructions when there are any."""
+    """E observations of one task as one batch for ``situation``: proprio (E, 22), objects
+    (E, 7n), goal (E, 3), and the E instructions when there are any."""
     batch = {k: np.stack([o[k] for o in observations]) for k in ("proprio", "objects", "goal")}
     if "instruction" in observations[0]:
         batch["instruction"] = [o["instruction"] for o in observations]
     return batch
 
 
+@dataclass(frozen=True)
+class ActionScale:
+    """How far one unit of action moves the robot (the environment's ``TaskConfig``)."""
+
+    yaw_step: float = 0.25
+    """Radians of tool yaw per unit of the yaw action (``max_yaw_step``)."""
+    ee_step: float = 0.03
+    """Metres of tool motion per unit of a position action (``max_ee_step``)."""
+    table_top: float = 0.0
+    """Height of the table top (m)."""
+
+    @classmethod
+    def of(cls, env) -> ActionScale:
+        """The scale of a robotworld environment."""
+        cfg = env.unwrapped.cfg
+        return cls(float(cfg.max_yaw_step), float(cfg.max_ee_step))
+
+
+class Situation(NamedTuple):
+    """What scoring starts from: E observed environments of one task (``situation``)."""
+
+    start: Start
+    """The world model's start, E rows."""
+    yaw: torch.Tensor
+    """(E,) observed tool yaw (rad)."""
+    boxes: torch.Tensor | None
+    """Obstacles: (K, 6) shared, or (E, K, 6) one set per environment; None: none."""
+    task: str
+    scale: ActionScale
+
+    @property
+    def envs(self) -> int:
+        return self.start.batch
+
+
+def obstacle_boxes(boxes, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Obstacles as the scorer takes them: (K, 6) or (E, K, 6) centres and positive half extents
+    of axis-aligned boxes in metres; None or K = 0: none. Raises ValueError on anything else."""
+    if boxes is None or np.size(boxes) == 0:
+        return None
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
+    if b.dim() not in (2, 3) or b.shape[-1] != 6 or not torch.isfinite(b).all() or (b[..., 3:] <= 0).any():
+        raise ValueError(f"obstacles of shape {tuple(b.shape)}: expected finite (K, 6) or (E, K, 6) "
+                         "boxes, centre then positive half extents")
+    return b.to(device)
+
+
+def situation(model: Any, obs: dict, task: str, boxes=None, scale: ActionScale | None = None) -> Situation:
+    """Encode one observation (or a batch of E, ``stack_observations``) with the scene the plan
+    must keep clear of, as a perception module or the simulator gives it (``obstacle_boxes``)."""
+    if task not in GOAL_OF:
+        raise ValueError(f"task {task!r}: expected one of {', '.join(GOAL_OF)}")
+    start = model.encode(obs, task=task)
+    proprio = torch.as_tensor(np.asarray(obs["proprio"]), dtype=torch.float32, device=start.latent.device)
+    b = obstacle_boxes(boxes, start.latent.device)
+    if b is not None and b.dim() == 3 and b.shape[0] != start.batch:
+        raise ValueError(f"obstacles for {b.shape[0]} environments, observations of {start.batch}")
+    return Situation(start, tool_yaw_of(proprio.reshape(-1, proprio.shape[-1])), b, task, scale or ActionScale())
+
+
+def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, priors: Priors = DEFAULT_PRIORS
+               ) -> tuple[Imagined, dict[str, torch.Tensor]]:
+    """Imagine S action sequences from the situation and charge every step, unweighted.
+
+    Args:
+        x: (H, S, A) time-major; with E environments, environment e's sequences in columns
+            e * S / E .. (e + 1) * S / E - 1, each imagined from its own start.
+    Returns:
+        The imagined outcomes (time-major, first object only) and per-step terms (H, S) by name:
+        reward and success (gains), collision (probability above the floor, rescaled),
+        progress (m still to go), obstacle, table and push (charges); the last three only
+        where they apply (boxes given, weight set, an object task with an observed finger).
+    """
+    H, S, A = x.shape
+    if A != model.spec.action_dim:
+        raise ValueError(f"actions have {A} dimensions; the world model takes {model.spec.action_dim}")
+    E = sit.envs
+    if S % E:
+        raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
+    start, yaw, boxes = sit.start, sit.yaw, sit.boxes
+    if boxes is not None and boxes.dim() == 3 and E == 1:
+        boxes = boxes[0]
+    if E > 1:  # each environment's start, once per sequence of its own
+        start, yaw = start.repeat(S // E), yaw.repeat_interleave(S // E, 0)
+        if boxes is not None and boxes.dim() == 3:  # (E, K, 6): each environment's own
+            boxes = boxes.repeat_interleave(S // E, 0)
+    out = model.imagine(start, x, objects="first", time_major=True, priors=priors)
+    terms = {"reward": out.reward, "success": out.success,
+             "collision": ((out.collision - w.collision_floor) / (1 - w.collision_floor)).clamp_(min=0)}
+    if w.progress:
+        terms["progress"] = to_go(out, start.goal, sit.task)
+    if w.obstacle and boxes is not None:
+        terms["obstacle"] = obstacle_charge(out.tool_pos, x, yaw, boxes, sit.scale, w.obstacle_margin)
+    if w.table:
+        terms["table"] = table_charge(start.tool[:, 2], out.tool_pos, x, sit.scale, w.table_clearance)
+    if w.push and GOAL_OF[sit.task] == "object" and start.finger is not None:
+        terms["push"] = push_charge(out, x, start.finger, priors)
+    return out, terms
+
+
+CHARGES = ("progress", "obstacle", "table", "push")
+"""The per-step charges beyond collision, in the order ``total_cost`` adds them."""
+
+
+def total_cost(model: Any, sit: Situation, out: Imagined, terms: dict[str, torch.Tensor], x: torch.Tensor,
+               w: CostWeights) -> torch.Tensor:
+    """One cost per sequence (S,), lower is better: the weighted collision and charges summed
+    over the horizon, less the discounted reward and success (and the Q value after the
+    horizon when ``w.value`` is set)."""
+    H, S, _ = x.shape
+    disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
+    gain = w.reward * (terms["reward"] * disc).sum(0) + w.success * (terms["success"] * disc).sum(0)
+    if w.value:
+        temb = sit.start.task[:1].expand(S, -1)
+        gain = gain + w.value * w.gamma ** H * model.q_values(out.last, x[-1], temb).mean(0)
+    cost = w.collision * terms["collision"].sum(0) - gain
+    for name in CHARGES:
+        if name in terms:
+            cost = cost + getattr(w, name) * terms[name].sum(0)
+    return cost
+
+
+def table_charge(start: torch.Tensor, tool: torch.Tensor, x: torch.Tensor, scale: ActionScale,
+                 clearance: float) -> torch.Tensor:
+    """Per step, how far below ``clearance`` the commanded target puts the fingertips, in units
+    of it. start: the observed tool height (1 or S,); tool: imagined tool positions after each
+    step (H, S, 3); x: (H, S, A). -> (H, S)"""
+    z = torch.cat((start.expand(1, x.shape[1]), tool[:-1, :, 2]), 0)  # where each step starts
+    tips = z + x[..., 2].clamp(-1, 1) * scale.ee_step - FINGERTIP_DROP - scale.table_top
+    return ((clearance - tips) / clearance).clamp_(min=0)
+
+
+def obstacle_charge(tool: torch.Tensor, x: torch.Tensor, yaw: torch.Tensor, boxes: torch.Tensor,
+                    scale: ActionScale, margin: float) -> torch.Tensor:
+    """Per step, how far the imagined gripper comes inside ``margin`` of an obstacle, in units
+    of the margin. tool: (H, S, 3); x: the action sequences (H, S, A), whose yaw (the fourth
+    action) turns the hand from the observed ``yaw`` (1 or S,) and whose last action opens it;
+    boxes: (K, 6), or (S, K, 6) one set per sequence. -> (H, S)"""
+    return ((margin - clearance(tool, x, yaw, boxes, scale)) / margin).clamp_(min=0)
+
+
+def clearance(tool: torch.Tensor, x: torch.Tensor, yaw: torch.Tensor, boxes: torch.Tensor,
+              scale: ActionScale) -> torch.Tensor:
+    """Per step, the imagined gripper's distance (m) to the nearest obstacle box (negative
+    inside), with the plan's yaw and opening. Shapes as ``obstacle_charge``. -> (H, S)"""
+    turned = yaw + x[..., 3].cumsum(0) * scale.yaw_step
+    opening = (x[..., -1] + 1) * (robot.FINGER_MAX / 2)  # the gripper action g opens each finger (g + 1) / 2
+    return gripper_clearance(tool, turned, opening, boxes)
+
+
+def to_go(out: Imagined, goal: torch.Tensor, task: str) -> torch.Tensor:
+    """Imagined distance still to go after each step, in metres: tool to goal where the task
+    brings the tool there (``sims.tasks.GOAL_OF``); else tool to object while not grasped plus
+    object to goal. out: time-major; goal (1 or S, 3). (H, S)"""
+    if GOAL_OF[task] == "tool":
+        return (out.tool_pos - goal).norm(dim=-1)
+    obj = out.object_pos[..., 0, :]
+    approach = (out.tool_pos - obj).norm(dim=-1) * (1 - out.grasp)
+    return approach + (obj - goal).norm(dim=-1)
+
+
 class WorldModelCost:
-    """Scores action sequences (H, S, A) by imagining them from the current observation.
+    """The planner's cost: scores action sequences (H, S, A) from the situation last observed.
 
     ``observe`` takes one observation or a batch of E (``proprio`` (E, 22), ...); after a batch,
     a call scores (H, E * S, A), environment e's S sequences in columns e * S .. (e + 1) * S - 1
     (the layout of ``Planner(..., envs=E)``), each imagined from its own environment's state.
+    The situation is the one piece of state, set explicitly by observe and set_scene.
     """
 
-    def __init__(self, model: Any, weights: CostWeights | None = None) -> None:
-        self.model, self.w = model, weights or CostWeights()
-        self.z = self.context = self.anchor = self.tool = self.goal = None
-        self.task = ""
+    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors = DEFAULT_PRIORS) -> None:
+        self.model, self.w, self.priors = model, weights or CostWeights(), priors
+        self.situation: Situation | None = None
         self.boxes: torch.Tensor | None = None
-        self.yaw_step, self.ee_step, self.table_top = 0.25, 0.03, 0.0
+        self.scale = ActionScale()
 
-    def observe(self, obs: dict, task: str) -> None:
+    def observe(self, obs: dict, task: str) -> Situation:
         """Encode the observation the next plan starts from (or a batch of E, one per environment)."""
-        self.z = self.model.encode(obs, task=task)
-        self.task = task
-        self.context, self.anchor = self.model.last_context, self.model.last_anchor
-        self.tool, self.goal = self.model.last_tool, self.model.last_goal
-        self.finger = self.model.last_finger
-        proprio = torch.as_tensor(np.asarray(obs["proprio"]), dtype=torch.float32, device=self.z.device)
-        self.yaw = tool_yaw_of(proprio.reshape(-1, proprio.shape[-1]))  # (E,)
+        self.situation = situation(self.model, obs, task, None, self.scale)._replace(boxes=self.boxes)
+        return self.situation
 
-    def set_scene(self, boxes, yaw_step: float = 0.25, ee_step: float = 0.03, table_top: float = 0.0) -> None:
-        """What the plan must keep clear of, as a perception module or the simulator's scene
-        gives it, and the environment's action scale.
-
-        Args:
-            boxes: obstacles, (K, 6) centres and half extents of axis-aligned boxes in metres,
-                or (E, K, 6), one set per environment of a batch observed together; None or
-                K = 0: none.
-            yaw_step: radians of tool yaw per unit of the yaw action (``max_yaw_step``), to
-                turn the imagined hand as the plan does.
-            ee_step: metres of tool motion per unit of a position action (``max_ee_step``),
-                for the commanded targets the table term checks.
-            table_top: height of the table top (m).
-        """
-        self.yaw_step, self.ee_step, self.table_top = float(yaw_step), float(ee_step), float(table_top)
-        if boxes is None or np.size(boxes) == 0:
-            self.boxes = None
-            return
-        b = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
-        if b.dim() not in (2, 3) or b.shape[-1] != 6 or not torch.isfinite(b).all() or (b[..., 3:] <= 0).any():
-            raise ValueError(f"obstacles of shape {tuple(b.shape)}: expected finite (K, 6) or (E, K, 6) "
-                             "boxes, centre then positive half extents")
-        self.boxes = b.to(self.model.obs_mean.device)
+    def set_scene(self, boxes, scale: ActionScale | None = None) -> None:
+        """What the plan must keep clear of (``obstacle_boxes``) and the environment's action
+        scale, for the plans from the next observation on."""
+        self.boxes = obstacle_boxes(boxes, self.model.obs_mean.device)
+        self.scale = scale or self.scale
+        if self.situation is not None:
+            self.situation = self.situation._replace(boxes=self.boxes, scale=self.scale)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.z is None:
+        if self.situation is None:
             raise RuntimeError("call observe(obs, task) before planning")
-        m, w = self.model, self.w
-        H, S, A = x.shape
-        if A != m.spec.action_dim:
-            raise ValueError(f"actions have {A} dimensions; the world model takes {m.spec.action_dim}")
-        E = self.z.shape[0]
-        if S % E:
-            raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
-        temb = self.context[0][:1]  # one task for every environment observed
-        z, tool, anchor, goal, finger, yaw = self.z, self.tool, self.anchor, self.goal, self.finger, self.yaw
-        boxes = self.boxes if self.boxes is None or self.boxes.dim() == 2 or E > 1 else self.boxes[0]
-        if E > 1:  # each environment's start, once per sequence of its own
-            z, tool, anchor, goal, yaw = (v.repeat_interleave(S // E, 0) for v in (z, tool, anchor, goal, yaw))
-            finger = None if finger is None else finger.repeat_interleave(S // E, 0)
-            if boxes is not None and boxes.dim() == 3:  # (E, K, 6): each environment's own
-                boxes = boxes.repeat_interleave(S // E, 0)
-        out = m.imagine_outcomes(z, x, temb, tool, anchor, goal, finger)
-        disc = (w.gamma ** torch.arange(H, device=x.device, dtype=torch.float32))[:, None]
-        gain = w.reward * (out.reward * disc).sum(0) + w.success * (out.success * disc).sum(0)
-        if w.value:
-            gain = gain + w.value * w.gamma ** H * m.q_values(out.last, x[-1], temb.expand(S, -1)).mean(0)
-        charged = ((out.collision - w.collision_floor) / (1 - w.collision_floor)).clamp_(min=0)  # floor 0: p
-        cost = w.collision * charged.sum(0) - gain
-        if w.progress:
-            cost = cost + w.progress * self.to_go(out).sum(0)
-        if w.obstacle and boxes is not None:
-            cost = cost + w.obstacle * self.obstacle_charge(out.tool_pos, x, yaw, boxes).sum(0)
-        if w.table:
-            cost = cost + w.table * self.table_charge(tool[:, 2], out.tool_pos, x).sum(0)
-        if w.push and self.task != "reach" and finger is not None:
-            cost = cost + w.push * push_charge(out, x, finger).sum(0)
-        return cost
+        out, terms = step_terms(self.model, self.situation, x, self.w, self.priors)
+        return total_cost(self.model, self.situation, out, terms, x, self.w)
 
-    def table_charge(self, start: torch.Tensor, tool: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per step, how far below ``table_clearance`` the commanded target puts the fingertips,
-        in units of it. start: the observed tool height (1 or S,); tool: imagined tool positions
-        after each step (H, S, 3); x: (H, S, A). -> (H, S)"""
-        z = torch.cat((start.expand(1, x.shape[1]), tool[:-1, :, 2]), 0)  # where each step starts
-        tips = z + x[..., 2].clamp(-1, 1) * self.ee_step - FINGERTIP_DROP - self.table_top
-        c = self.w.table_clearance
-        return ((c - tips) / c).clamp_(min=0)
 
-    def obstacle_charge(self, tool: torch.Tensor, x: torch.Tensor, yaw: torch.Tensor, boxes: torch.Tensor
-                        ) -> torch.Tensor:
-        """Per step, how far the imagined gripper comes inside the obstacle margin, in units of
-        the margin. tool: (H, S, 3); x: the action sequences (H, S, A), whose yaw (the fourth
-        action) turns the hand from the observed ``yaw`` (1 or S,) and whose last action opens
-        it; boxes: (K, 6), or (S, K, 6) one set per sequence. -> (H, S)"""
-        turned = yaw + x[..., 3].cumsum(0) * self.yaw_step
-        opening = (x[..., -1] + 1) * (robot.FINGER_MAX / 2)  # the gripper action g opens each finger (g + 1) / 2
-        clear = gripper_clearance(tool, turned, opening, boxes)
-        return ((self.w.obstacle_margin - clear) / self.w.obstacle_margin).clamp_(min=0)
+class Scores(NamedTuple):
+    """What ``Scorer.score`` returns for k chunks of H steps, batch-first."""
 
-    def to_go(self, out: Outcomes) -> torch.Tensor:
-        """Imagined distance still to go after each step, in metres. (H, S)"""
-        if self.task == "reach":
-            return (out.tool_pos - out.goal).norm(dim=-1)
-        approach = (out.tool_pos - out.object_pos).norm(dim=-1) * (1 - out.grasp)
-        return approach + (out.object_pos - out.goal).norm(dim=-1)
+    cost: torch.Tensor
+    """(k,) the planner's cost of each chunk, lower is better."""
+    terms: dict[str, torch.Tensor]
+    """Per-step terms (k, H) by name, unweighted (``step_terms``), plus ``clearance``: the
+    imagined gripper's distance (m) to the nearest obstacle (inf without obstacles)."""
+    imagined: Imagined
+    """The imagined outcomes, batch-first: success, grasp and collision probabilities (k, H),
+    tool and first-object positions."""
+
+    @property
+    def best(self) -> int:
+        """Index of the lowest-cost chunk."""
+        return int(torch.argmin(self.cost))
+
+
+class Scorer:
+    """The scoring service: observation and candidate chunks in, per-chunk outcomes out.
+
+    Args:
+        model: a WorldModel.
+        weights: how the terms add up to one cost (``CostWeights``).
+        priors: the structural priors imagination applies (``robotworld.model.priors``).
+    """
+
+    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors = DEFAULT_PRIORS) -> None:
+        self.model, self.w, self.priors = model, weights or CostWeights(), priors
+
+    @torch.no_grad()
+    def score(self, obs: dict, chunks, task: str, boxes=None, scale: ActionScale | None = None) -> Scores:
+        """Score k candidate chunks from one observation.
+
+        Args:
+            obs: one observation (``proprio``, ``objects``, ``goal``, optionally ``instruction``).
+            chunks: (k, H, A) actions in [-1, 1], numpy or torch, any H >= 1.
+            task: the task name.
+            boxes: the scene's obstacles, (K, 6) centres and half extents (None: none).
+            scale: the environment's action scale (``ActionScale.of(env)``).
+        Returns:
+            Scores, batch-first.
+        """
+        device = self.model.obs_mean.device
+        c = torch.as_tensor(np.asarray(chunks) if not isinstance(chunks, torch.Tensor) else chunks,
+                            dtype=torch.float32, device=device)
+        A = self.model.spec.action_dim
+        if c.dim() == 2:
+            c = c[None]
+        if c.dim() != 3 or c.shape[-1] != A or c.shape[0] < 1 or c.shape[1] < 1:
+            raise ValueError(f"chunks of shape {tuple(c.shape)}: expected (k, H, {A})")
+        if not torch.isfinite(c).all():
+            raise ValueError("chunks hold NaN or infinite actions")
+        sit = situation(self.model, obs, task, boxes, scale)
+        if sit.envs != 1:
+            raise ValueError("score() takes one observation; score each of a batch on its own")
+        x = c.transpose(0, 1)  # (H, k, A)
+        out, terms = step_terms(self.model, sit, x, self.w, self.priors)
+        cost = total_cost(self.model, sit, out, terms, x, self.w)
+        b = sit.boxes[0] if sit.boxes is not None and sit.boxes.dim() == 3 else sit.boxes
+        terms["clearance"] = (torch.full_like(out.reward, float("inf")) if b is None
+                              else clearance(out.tool_pos, x, sit.yaw, b, sit.scale))
+        imagined = type(out)(*(t.transpose(0, 1) for t in out))
+        return Scores(cost, {k: v.T for k, v in terms.items()}, imagined)
