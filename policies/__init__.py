@@ -1,20 +1,24 @@
-"""Policies that any ``robotworld eval`` can run, chosen by name.
+"""Policies that any ``robotworld eval`` can run, chosen by name (``make_policy``).
 
-A policy has ``reset(env, seed=None)`` and ``act(obs) -> (H, A)`` action chunk (H may be 1).
+Each follows ``robotworld.policy.Policy``: ``reset(seed=None, scene=None)`` and
+``act(obs) -> (H, A)`` action chunk (H may be 1); a ``Proposer`` also has ``sample(obs, k)``.
 Given the episode's seed, a policy that draws random numbers restarts them from (its own seed,
 the episode's), so any episode of an evaluation replays the same when run alone.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
+from robotworld.policy import Policy, Scene
 
-class Policy(Protocol):
-    def reset(self, env, seed: int | None = None) -> None: ...
-    def act(self, obs) -> np.ndarray: ...
+
+def _need_scene(scene: Scene | None, who: str) -> Scene:
+    if scene is None:
+        raise ValueError(f"{who} needs the episode's Scene: reset(seed, scene=Scene.of(env))")
+    return scene
 
 
 class ExpertPolicy:
@@ -24,9 +28,12 @@ class ExpertPolicy:
     def __init__(self, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> None:
         self.noise, self.seed, self.fumble, self._expert = noise, seed, fumble, None
 
-    def reset(self, env, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
         from sims.experts import make_expert
 
+        env = _need_scene(scene, "the scripted expert").env
+        if env is None:
+            raise ValueError("the scripted expert reads the simulator's state: it needs Scene.env")
         if self._expert is None or self._expert.env is not env:
             self._expert = make_expert(env, self.noise, self.seed, self.fumble)
         self._expert.reset(seed)
@@ -41,14 +48,13 @@ class RandomPolicy:
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.space = None
 
-    def reset(self, env, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
+        scene = _need_scene(scene, "the random policy")
         if seed is not None:
             self.rng = np.random.default_rng([self.seed or 0, seed])
-        self.space = env.action_space
-        self._lo = env.action_space.low.astype(np.float64)
-        self._span = (env.action_space.high - env.action_space.low).astype(np.float64)
+        self._lo = scene.low.astype(np.float64)
+        self._span = (scene.high - scene.low).astype(np.float64)
 
     def act(self, obs) -> np.ndarray:
         u = self.rng.random(self._lo.shape[0])
@@ -58,8 +64,8 @@ class RandomPolicy:
 class ZeroPolicy:
     """Does nothing: zero motion, gripper held open. Must score 0% on every task."""
 
-    def reset(self, env, seed: int | None = None) -> None:
-        self.a = np.zeros(env.action_space.shape, np.float32)
+    def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
+        self.a = np.zeros(_need_scene(scene, "the zero policy").low.shape, np.float32)
         self.a[-1] = 1.0
 
     def act(self, obs) -> np.ndarray:
@@ -67,84 +73,74 @@ class ZeroPolicy:
 
 
 REGISTRY: dict[str, Callable[..., Policy]] = {
-    "expert": lambda seed=None: ExpertPolicy(0.0, seed),
-    "noisy-expert": lambda seed=None: ExpertPolicy(0.3, seed),
-    "fumbling-expert": lambda seed=None: ExpertPolicy(0.3, seed, fumble=0.05),
-    "random": lambda seed=None: RandomPolicy(seed),
-    "zero": lambda seed=None: ZeroPolicy(),
-    "mpc": lambda seed=None: _mpc(seed=seed),  # MPPI over the shipped world model (torch)
-    # the same at the "fast" search sizes (128 x 8 x 3): control rate on two CPU cores
-    "mpc-fast": lambda seed=None: _mpc(seed=seed, planner={"preset": "fast"}),
+    "expert": lambda seed=None, device="auto": ExpertPolicy(0.0, seed),
+    "noisy-expert": lambda seed=None, device="auto": ExpertPolicy(0.3, seed),
+    "fumbling-expert": lambda seed=None, device="auto": ExpertPolicy(0.3, seed, fumble=0.05),
+    "random": lambda seed=None, device="auto": RandomPolicy(seed),
+    "zero": lambda seed=None, device="auto": ZeroPolicy(),
 }
+MPC_NAMES = {"mpc": "full", "mpc-fast": "fast"}
+"""MPPI over the shipped world model at a planner preset: full (1,024 x 16 x 6) or fast
+(128 x 8 x 3, control rate on two CPU cores); either may be followed by options
+('mpc-fast,collision=0,touch=false')."""
 
 
-def _mpc(**kw):
-    from policies.mpc import MPCPolicy
-
-    return MPCPolicy(**kw)
+def _mpc_spelling(name: str) -> tuple[str, str] | None:
+    """(the 'mpc:CHECKPOINT,...' spelling, preset) of an MPC policy name, else None."""
+    head, _, rest = name.partition(",")
+    if head in MPC_NAMES:
+        return "mpc:default" + ("," + rest if rest else ""), MPC_NAMES[head]
+    if head.startswith("mpc:") or head.endswith(".pt"):
+        return name, "full"
+    return None
 
 
 def checkpoint_path(name: str) -> str | None:
-    """The world-model checkpoint a policy name points at ('mpc:PATH' or a '.pt' path), else None."""
-    name = name.split(",")[0]
-    if name.startswith("mpc:"):
-        return name[4:]
-    return name if name.endswith(".pt") else None
-
-
-def planner_options(name: str) -> tuple[dict, dict]:
-    """PlannerConfig and CostWeights fields given after the checkpoint, as two dicts:
-    'mpc:PATH,samples=256,horizon=8,collision=0'. ``preset=NAME`` (a key of
-    ``PLANNER_PRESETS``) goes with the planner's fields; fields given beside it override it."""
-    import dataclasses
-
-    from robotworld.planning.costs import CostWeights
-    from robotworld.planning.planner import PLANNER_PRESETS, PlannerConfig
-
-    fields = {f.name: (f, k) for k, cls in enumerate((PlannerConfig, CostWeights)) for f in dataclasses.fields(cls)}
-    out: tuple[dict, dict] = ({}, {})
-    for item in name.split(",")[1:]:
-        key, sep, value = item.partition("=")
-        if sep and key == "preset":
-            if value not in PLANNER_PRESETS:
-                raise ValueError(f"policy option '{item}': expected a planner preset, one of "
-                                 f"{', '.join(PLANNER_PRESETS)}")
-            out[0]["preset"] = value
-            continue
-        if not sep or key not in fields:
-            raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD preset or one of "
-                             f"{', '.join(fields)}")
-        field, which = fields[key]
-        kind = type(field.default)
-        try:
-            out[which][key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise ValueError(f"policy option '{item}': {value!r} is not a {kind.__name__}") from None
-    return out
+    """The world-model checkpoint a policy name plans with ('mpc:PATH', a '.pt' path, or
+    'default' for mpc and mpc-fast), else None."""
+    spelled = _mpc_spelling(name)
+    if spelled is None:
+        return None
+    head = spelled[0].split(",")[0]
+    return head[4:] if head.startswith("mpc:") else head
 
 
 def check_policy(name: str) -> None:
     """Raise ValueError naming what was expected if ``name`` is not a policy."""
     import os
 
+    if name in REGISTRY:
+        return
     path = checkpoint_path(name)
-    if name in REGISTRY or (path is not None and (path == "default" or os.path.isfile(path))):
-        if path is not None:
-            planner_options(name)
+    if path is not None and (path == "default" or os.path.isfile(path)):
+        from policies.mpc import mpc_config
+
+        mpc_config(*_mpc_spelling(name)[:1])  # the options parse
         return
     if path is not None:
         raise ValueError(f"policy checkpoint '{path}' does not exist")
-    raise ValueError(f"unknown policy '{name}': expected one of {', '.join(REGISTRY)}, or a world-model "
-                     "checkpoint (PATH.pt or mpc:PATH, optionally followed by planner settings, "
-                     "e.g. mpc:default,samples=256,horizon=8) to plan with")
+    raise ValueError(f"unknown policy '{name}': expected one of {', '.join([*REGISTRY, *MPC_NAMES])}, or a "
+                     "world-model checkpoint (PATH.pt or mpc:PATH) to plan with; an MPC policy may be followed by "
+                     "planner settings, cost weights and priors, e.g. mpc:default,samples=256,horizon=8 or "
+                     "mpc-fast,collision=0")
 
 
-def make_policy(name: str, seed: int | None = None) -> Policy:
-    """A policy by registry name, or MPC over a world-model checkpoint ('PATH.pt', 'mpc:PATH',
-    either followed by planner settings and cost weights: 'mpc:PATH,samples=256,collision=0')."""
+def make_policy(name: str, seed: int | None = None, device: str = "auto") -> Policy:
+    """A policy by registry name, or MPC over a world-model checkpoint ('mpc', 'mpc-fast',
+    'PATH.pt', 'mpc:PATH', any followed by planner settings, cost weights and priors:
+    'mpc:PATH,samples=256,collision=0,touch=false'). device: where a model runs."""
     check_policy(name)
-    path = checkpoint_path(name)
-    if name not in REGISTRY and path is not None:
-        planner, weights = planner_options(name)
-        return _mpc(checkpoint=path, seed=seed, planner=planner, weights=weights)
-    return REGISTRY[name](seed=seed)
+    if name in REGISTRY:
+        return REGISTRY[name](seed=seed, device=device)
+    from policies.mpc import MPCPolicy, mpc_config
+
+    spelling, preset = _mpc_spelling(name)
+    return MPCPolicy(mpc_config(spelling, seed=seed, preset=preset, device=device))
+
+
+def factory(name: str, device: str = "auto") -> Callable[..., Policy]:
+    """A picklable ``make(seed=...)`` for ``robotworld.data.collect``: the named policy, checked now."""
+    import functools
+
+    check_policy(name)
+    return functools.partial(make_policy, name, device=device)

@@ -1,105 +1,179 @@
-"""Planner-as-policy: MPPI / CEM over the world model's imagination (``--policy mpc``)."""
+"""Planner-as-policy: MPPI / CEM over the world model's imagination (``--policy mpc``).
+
+    from policies.mpc import MPCConfig, MPCPolicy, mpc_config
+    policy = MPCPolicy(mpc_config("mpc:default,preset=fast,collision=0"))   # or MPCConfig(...)
+    policy.reset(seed, Scene.of(env)); chunk = policy.act(obs)
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
+from robotworld.model.priors import Priors
+from robotworld.planning.costs import CostWeights
+from robotworld.planning.planner import PLANNER_PRESETS, PlannerConfig, planner_config
+from robotworld.policy import Scene
 
-def scene_obstacles(env) -> np.ndarray:
-    """The obstacle boxes of env's current episode, (K, 6) centres and half extents: what a
-    perception module would hand the planner on a real arm (the world model does not see them)."""
-    episode = env.unwrapped.episode
-    obstacles = [] if episode is None else episode.obstacles
-    return np.array([[*o.pos, *o.half] for o in obstacles], dtype=np.float32).reshape(-1, 6)
+
+def gripper_switch(action_dim: int, priors: Priors = DEFAULT_PRIORS) -> dict[str, Any]:
+    """PlannerConfig fields that make the gripper command (the last action, +1 opens) the
+    planner's switch: each iteration also scores the mean with the gripper held open, so that a
+    closed, empty gripper can be planned open again (lift: 30 of 40 with it, 26 of 40 without);
+    and it is executed fully open or fully closed, on the side of the opening that imagination
+    reads as closing (clutter at the fast preset: 76 of 100 against 60 executing the mean's
+    half-closed fingers; docs/experiments.md)."""
+    return {"switch_dim": action_dim - 1, "switch_to": "high", "switch_snap": True,
+            "switch_threshold": priors.admit_grip}
+
+
+@dataclass
+class MPCConfig:
+    """MPC over a world model: what to plan with and how to score."""
+
+    checkpoint: str = "default"
+    """World-model checkpoint ('default': the shipped one)."""
+    planner: PlannerConfig = field(default_factory=lambda: PlannerConfig(**gripper_switch(5)))
+    """Search settings (``planner_config(preset, ...)``; the gripper as the switch)."""
+    weights: CostWeights = field(default_factory=CostWeights)
+    """How the imagined outcomes add up to one cost; weight 0 turns a term off."""
+    priors: Priors = DEFAULT_PRIORS
+    """The structural priors imagination applies (``robotworld.model.priors``)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+_OPTION_CLASSES = (PlannerConfig, CostWeights, Priors)
+
+
+def mpc_options(name: str) -> tuple[dict, dict, dict]:
+    """PlannerConfig, CostWeights and Priors fields given after the checkpoint, as three dicts:
+    'mpc:PATH,samples=256,horizon=8,collision=0,touch=false'. ``preset=NAME`` (a key of
+    ``PLANNER_PRESETS``) goes with the planner's fields; fields given beside it override it;
+    ``device=auto|cpu|cuda`` with the planner's too."""
+    fields = {f.name: (f, k) for k, cls in enumerate(_OPTION_CLASSES) for f in dataclasses.fields(cls)}
+    out: tuple[dict, dict, dict] = ({}, {}, {})
+    for item in name.split(",")[1:]:
+        key, sep, value = item.partition("=")
+        if sep and key == "device":
+            out[0]["device"] = value
+            continue
+        if sep and key == "preset":
+            if value not in PLANNER_PRESETS:
+                raise ValueError(f"policy option '{item}': expected a planner preset, one of "
+                                 f"{', '.join(PLANNER_PRESETS)}")
+            out[0]["preset"] = value
+            continue
+        if not sep or key not in fields:
+            raise ValueError(f"policy option '{item}': expected FIELD=VALUE with FIELD preset, device or one of "
+                             f"{', '.join(fields)}")
+        f, which = fields[key]
+        kind = type(f.default)
+        try:
+            if kind is bool:
+                if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    raise ValueError
+                out[which][key] = value.lower() in ("1", "true", "yes")
+            else:
+                out[which][key] = kind(value)
+        except ValueError:
+            raise ValueError(f"policy option '{item}': {value!r} is not a {kind.__name__}") from None
+    return out
+
+
+def mpc_config(name: str = "mpc:default", seed: int | None = None, preset: str = "full",
+               device: str = "auto") -> MPCConfig:
+    """The MPCConfig a command-line name spells: 'mpc:CHECKPOINT[,FIELD=VALUE...]' (or
+    'PATH.pt[,...]'), over the planner preset ``preset`` unless the name gives another. By
+    default the gripper is the planner's switch (``gripper_switch``); switch_dim=-1 turns it off."""
+    head = name.split(",")[0]
+    checkpoint = head[4:] if head.startswith("mpc:") else head
+    planner, weights, prior_fields = mpc_options(name)
+    priors = Priors(**prior_fields)
+    switch = gripper_switch(5, priors)
+    if planner.get("switch_dim", 0) < 0:
+        switch["switch_snap"] = False
+    fields = {"seed": seed or 0, **switch, **planner}
+    device = fields.pop("device", device)
+    return MPCConfig(checkpoint or "default", planner_config(fields.pop("preset", preset), **fields),
+                     CostWeights(**weights), priors, device)
 
 
 class MPCPolicy:
     """Plans an action sequence from each observation and executes its first step.
 
     Args:
-        checkpoint: world-model checkpoint ('default': the shipped one).
-        planner: PlannerConfig fields (horizon, samples, iterations, ...), and ``preset``:
-            the search sizes to start from (``PLANNER_PRESETS``: full, the default, or fast,
-            which plans at control rate on two CPU cores); by default the gripper command is
-            the switch, held open among the proposals and executed fully open or fully closed
-            (switch_snap=false executes the mean's value; switch_dim=-1 turns both off).
-        weights: CostWeights fields (collision=0 turns collision avoidance off).
-        device: auto, cpu or cuda.
-        seed: seed of the planner's sampling noise.
+        cfg: MPCConfig (``mpc_config`` parses the command line's spelling).
     """
 
-    def __init__(self, checkpoint: str = "default", planner: dict[str, Any] | None = None,
-                 weights: dict[str, Any] | None = None, device: str = "auto", seed: int | None = None) -> None:
+    def __init__(self, cfg: MPCConfig | None = None) -> None:
+        from robotworld.device import pick_device
         from robotworld.model import load
-        from robotworld.model.train import pick_device
-        from robotworld.model.priors import ADMIT_GRIP
-        from robotworld.planning import CostWeights, WorldModelCost, planner_config
+        from robotworld.planning import WorldModelCost
 
-        self.device = pick_device(device)
-        self.model = load(checkpoint, self.device)
-        self.cost = WorldModelCost(self.model, CostWeights(**(weights or {})))
-        # the gripper command (the last action dimension, +1 opens) is the planner's switch: each
-        # iteration also scores the mean with the gripper held open, so that a closed, empty
-        # gripper can be planned open again (lift: 30 of 40 with it, 26 of 40 without, same seeds);
-        # and it is executed fully open or fully closed, on the side of the opening that the
-        # world model reads as closing (pick_place_clutter at the fast preset: 76 of 100 against
-        # 60 of 100 executing the mean's half-closed fingers; BENCHMARKS.md)
-        fields = dict(planner or {})
-        switch = {"switch_dim": self.model.spec.action_dim - 1, "switch_to": "high",
-                  "switch_snap": fields.get("switch_dim", 0) >= 0, "switch_threshold": ADMIT_GRIP}
-        self.planner_cfg = planner_config(fields.pop("preset", "full"), **{"seed": seed or 0, **switch, **fields})
+        self.cfg = cfg = cfg or MPCConfig()
+        self.device = pick_device(cfg.device)
+        self.model = load(cfg.checkpoint, self.device)
+        if cfg.planner.switch_dim >= self.model.spec.action_dim:
+            raise ValueError(f"switch_dim = {cfg.planner.switch_dim}: the world model has "
+                             f"{self.model.spec.action_dim} action dimensions")
+        self.cost = WorldModelCost(self.model, cfg.weights, cfg.priors)
+        self.planner_cfg = cfg.planner
         self.planner = self.batch_planner = None
         self.task = None
 
-    def _check(self, env) -> Any:
-        u = env.unwrapped
-        if u.action_space.shape[0] != self.model.spec.action_dim:
-            raise ValueError(f"task {u.cfg.task} has {u.action_space.shape[0]} action dimensions; the world model "
+    def _check(self, scene: Scene | None) -> Scene:
+        if scene is None:
+            raise ValueError("MPC needs the episode's Scene (task, obstacles, action bounds): "
+                             "reset(seed, Scene.of(env))")
+        if scene.low.shape[0] != self.model.spec.action_dim:
+            raise ValueError(f"task {scene.task} has {scene.low.shape[0]} action dimensions; the world model "
                              f"takes {self.model.spec.action_dim}")
-        self.task = u.cfg.task
-        return u
+        self.task = scene.task
+        return scene
 
-    def reset(self, env, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
         """Start an episode; given its seed, the sampling noise restarts from (the planner's
         seed, the episode's), so that an episode of an evaluation replays the same alone."""
         from robotworld.planning import Planner
-        from robotworld.planning.costs import ActionScale
 
-        u = self._check(env)
-        self.cost.set_scene(scene_obstacles(u), ActionScale.of(u))
+        scene = self._check(scene)
+        self.cost.set_scene(scene.obstacles, scene.scale)
         if self.planner is None:
-            self.planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg, self.device)
+            self.planner = Planner(self.cost, scene.low, scene.high, self.planner_cfg, self.device)
         self.planner.reset(None if seed is None else
                            int(np.random.SeedSequence([self.planner_cfg.seed, seed]).generate_state(1)[0]))
 
-    def act(self, obs) -> np.ndarray:
+    def act(self, obs, prior_chunks=None) -> np.ndarray:
+        """The first action of the plan from obs, (1, A); prior_chunks (K, T, A): proposals to
+        seed the search with (any length T)."""
         self.cost.observe(obs, self.task)
-        return self.planner.plan()[:1].cpu().numpy()
+        return self.planner.plan(prior_chunks)[:1].cpu().numpy()
 
     # ---- many environments, one batched plan a step (robotworld eval --batch N) ----------------
-    def reset_batch(self, env, envs: int) -> None:
-        """Plan for ``envs`` environments of env's task at once; every one starts afresh."""
+    def reset_batch(self, scene: Scene, envs: int) -> None:
+        """Plan for ``envs`` environments of the scene's task at once; every one starts afresh."""
         from robotworld.planning import Planner
-        from robotworld.planning.costs import ActionScale
 
-        u = self._check(env)
+        scene = self._check(scene)
         if self.batch_planner is None or self.batch_planner.envs != envs:
-            self.batch_planner = Planner(self.cost, u.action_space.low, u.action_space.high, self.planner_cfg,
-                                         self.device, envs=envs)
+            self.batch_planner = Planner(self.cost, scene.low, scene.high, self.planner_cfg, self.device, envs=envs)
         self.batch_planner.reset()
-        self.cost.set_scene(None, ActionScale.of(u))
-        self._boxes = np.zeros((envs, u.cfg.num_obstacles, 6), dtype=np.float32)
+        self.cost.set_scene(None, scene.scale)
+        self._boxes = np.zeros((envs, len(scene.obstacles), 6), dtype=np.float32)
         self._boxes[..., 3:] = 1e-3  # placeholders until each environment's episode starts
         self._boxes[..., :3] = 1e3
 
-    def reset_env(self, e: int, env=None) -> None:
-        """Environment e of the batch starts a new episode (env: that environment, whose
-        obstacles the plan then keeps clear of)."""
+    def reset_env(self, e: int, scene: Scene | None = None) -> None:
+        """Environment e of the batch starts a new episode (scene: its episode, whose obstacles
+        the plan then keeps clear of)."""
         self.batch_planner.reset_env(e)
-        if env is not None and self._boxes.shape[1]:
-            self._boxes[e] = scene_obstacles(env)
+        if scene is not None and self._boxes.shape[1]:
+            self._boxes[e] = scene.obstacles
             self.cost.set_scene(self._boxes)
 
     def act_batch(self, observations: list[dict]) -> np.ndarray:

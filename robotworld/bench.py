@@ -383,11 +383,12 @@ def _collect_rate(out: str, task: str, policy: str, episodes: int, workers: int,
                   seed: int) -> float:
     import shutil
 
+    from policies import factory
     from robotworld.data import CollectConfig, collect
 
     shutil.rmtree(out, ignore_errors=True)
     r = collect(CollectConfig(task=task, policy=policy, episodes=episodes, workers=workers, out=out,
-                              cameras=cameras, seed=seed, progress=False))
+                              cameras=cameras, seed=seed, progress=False), factory(policy))
     shutil.rmtree(out, ignore_errors=True)
     return r.transitions_per_s
 
@@ -396,6 +397,7 @@ def bench_data(cfg: DataBenchConfig) -> dict:
     """Collection throughput (1 and 2 workers, with and without cameras), memory, window sampling."""
     from pathlib import Path
 
+    from policies import factory
     from robotworld.data import CollectConfig, collect
     from robotworld.data.windows import WindowSampler
 
@@ -422,7 +424,7 @@ def bench_data(cfg: DataBenchConfig) -> dict:
 
     big = str(root / "long")
     mem = collect(CollectConfig(task=cfg.task, policy=cfg.policy, episodes=cfg.memory_episodes, workers=2,
-                                out=big, seed=cfg.seed, progress=False), on_episode=on_episode)
+                                out=big, seed=cfg.seed, progress=False), factory(cfg.policy), on_episode=on_episode)
     if len(samples) >= 4:
         x = np.array([s[0] for s in samples[2:]], float)
         y = np.array([s[1] for s in samples[2:]], float)
@@ -438,7 +440,7 @@ def bench_data(cfg: DataBenchConfig) -> dict:
     per_ep = max(1, Dataset(big).info()["mean_episode_steps"])
     need = int(np.ceil(cfg.window_transitions / per_ep))
     collect(CollectConfig(task=cfg.task, policy=cfg.policy, episodes=max(need, cfg.memory_episodes), workers=2,
-                          out=big, seed=cfg.seed, progress=True))
+                          out=big, seed=cfg.seed, progress=True), factory(cfg.policy))
     import torch
 
     torch.set_num_threads(1)
@@ -503,8 +505,9 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
     """transitions_per_s of imagine at B x H, and train_samples_per_s of the training step."""
     import torch
 
+    from robotworld.device import pick_device
     from robotworld.model import checkpoint as ckpt
-    from robotworld.model.train import Objective, TrainConfig, pick_device
+    from robotworld.model.train import Objective, TrainConfig
     from robotworld.model.world_model import PRESETS, ModelSpec, Start, WorldModel, model_config
 
     if cfg.threads:
@@ -715,8 +718,8 @@ def bench_planner(cfg: PlannerBenchConfig) -> dict:
     import torch
 
     import sims
+    from robotworld.device import pick_device
     from robotworld.model import checkpoint as ckpt
-    from robotworld.model.train import pick_device
     from robotworld.planning import Planner, PlannerConfig, WorldModelCost
     from robotworld.planning.costs import stack_observations
 
@@ -819,7 +822,7 @@ def bench_collision(cfg: CollisionBenchConfig) -> dict:
 
     from robotworld.collision import train as ctrain
     from robotworld.collision.exact import ExactChecker
-    from robotworld.model.train import pick_device
+    from robotworld.device import pick_device
 
     device = pick_device(cfg.device)
     model = ctrain.load(cfg.checkpoint, device)

@@ -33,12 +33,15 @@ EXIT_BAD_INPUT = 2
 
 
 def _table(rows: list[dict]) -> str:
-    head = (f"{'task':20s} {'policy':9s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s}"
+    """The rows as an aligned text table; the task and policy columns as wide as their longest entry."""
+    tw = max([len("task"), *(len(r["task"]) for r in rows)])
+    pw = max([len("policy"), *(len(r["policy"]) for r in rows)])
+    head = (f"{'task':{tw}s} {'policy':{pw}s} {'sim':9s} {'episodes':>8s} {'success':>8s} {'95% CI':>15s} {'steps':>7s}"
             f" {'collide':>8s} {'grasped':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lo, hi = r["success_ci95"]
-        lines.append(f"{r['task']:20s} {r['policy']:9s} {r['sim']:9s} {r['episodes']:8d} {r['success_rate']:8.1%}"
+        lines.append(f"{r['task']:{tw}s} {r['policy']:{pw}s} {r['sim']:9s} {r['episodes']:8d} {r['success_rate']:8.1%}"
                      f" {f'[{lo:.1%}, {hi:.1%}]':>15s} {r['mean_episode_steps']:7.1f}"
                      f" {r['collision_rate']:8.1%} {r['grasp_rate']:8.1%}")
     return "\n".join(lines)
@@ -65,11 +68,21 @@ def _config_and_env(cls: type, args: argparse.Namespace):
     return cfg, overrides
 
 
+def eval_policy(cfg):
+    """The policy an EvalConfig names. One episode at a time, each episode's randomness (a
+    planner's noise, a noisy expert's) restarts from its own seed, so that episode k of a run
+    replays the same alone; batched, the planner's noise is shared and drawn from the run's
+    first seed."""
+    from policies import make_policy
+
+    return make_policy(cfg.policy, seed=cfg.seed if cfg.batch > 1 else 0, device=cfg.device)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from robotworld.evaluation import EvalConfig, as_dict, evaluate
 
     cfg, overrides = _config_and_env(EvalConfig, args)
-    result = as_dict(evaluate(cfg, **overrides))
+    result = as_dict(evaluate(cfg, eval_policy(cfg), **overrides))
     print(json.dumps(result, indent=2) if args.json else _table([result]))
     return 0
 
@@ -92,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for policy, task, episodes in runs:
         cfg = EvalConfig(task=task, policy=policy, episodes=episodes, seed=args.seed,
                          sim=args.sim, video=args.out, video_episodes=1)
-        rows.append(as_dict(evaluate(cfg)))
+        rows.append(as_dict(evaluate(cfg, eval_policy(cfg))))
     print(json.dumps(rows, indent=2) if args.json else _table(rows))
     if not args.json:
         print(f"\nvideos: {args.out}/")
@@ -153,7 +166,7 @@ def cmd_eval_world_model(args: argparse.Namespace) -> int:
 
     cfg = configs.build(WorldModelEvalConfig, args)
     res = evaluate_world_model(cfg)
-    write_json(res, Path(res["plots"][0]).parent / "metrics.json")
+    write_json(res, Path(cfg.out) / "metrics.json")
     _emit(res, args.json)
     return 0
 
@@ -161,10 +174,11 @@ def cmd_eval_world_model(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from policies import factory
     from robotworld.data import CollectConfig, collect
 
     cfg, overrides = _config_and_env(CollectConfig, args)
-    result = collect(cfg, **overrides)
+    result = collect(cfg, factory(cfg.policy, cfg.device), **overrides)
     out = dict(vars(result), failed={str(k): v for k, v in result.failed.items()})
     if args.json:
         print(json.dumps(out, indent=2))
@@ -220,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="evaluate a policy on a task (success with 95%% CI)")
-    configs.add_arguments(ev, EvalConfig, skip=("progress",))
+    configs.add_arguments(ev, EvalConfig)
     ev.add_argument("--config", help="YAML file of EvalConfig fields (and an 'env' mapping)")
     ev.add_argument("--set", action="append", metavar="FIELD=VALUE",
                     help="override a task config field, e.g. --set episode_length=200")
@@ -242,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     from robotworld.data import CollectConfig
 
     co = sub.add_parser("collect", help="roll out a policy in parallel into a durable dataset")
-    configs.add_arguments(co, CollectConfig, skip=("progress",))
+    configs.add_arguments(co, CollectConfig)
     co.add_argument("--config", help="YAML file of CollectConfig fields (and an 'env' mapping)")
     co.add_argument("--set", action="append", metavar="FIELD=VALUE",
                     help="override a task config field, e.g. --set episode_length=200")
@@ -269,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model")
     tsub = train.add_subparsers(dest="what", required=True)
     tw = tsub.add_parser("world-model", help="train the latent world model on collected datasets")
-    configs.add_arguments(tw, TrainConfig, skip=("progress",))
+    configs.add_arguments(tw, TrainConfig)
     tw.add_argument("--config", help="YAML file of TrainConfig fields")
     tw.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
     tw.set_defaults(func=cmd_train_world_model)
@@ -277,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tc = tsub.add_parser("collision", help="train the learned collision predictor on labels from "
                          "the exact (MuJoCo) checker")
-    configs.add_arguments(tc, CollisionTrainConfig, skip=("progress",))
+    configs.add_arguments(tc, CollisionTrainConfig)
     tc.add_argument("--config", help="YAML file of CollisionTrainConfig fields")
     tc.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
     tc.set_defaults(func=cmd_train_collision)
@@ -327,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, configs.ConfigFileError, ValueError, DatasetError) as e:  # CheckpointError is a ValueError
         print(f"robotworld {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # a full disk or a path that went away mid-run: what was written is whole or absent
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"robotworld {args.command}: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -53,12 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         kind = type(default)
         text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")  # argparse formats help
         kw: dict[str, Any] = {"default": None, "help": text}
-        if kind is bool:
-            kw["type"] = _parse_bool
-            kw["metavar"] = "BOOL"
-        elif kind in (int, float):
+        flag = f"--{f.name.replace('_', '-')}"
+        if kind is bool:  # a flag (--resume), its negation (--no-resume), or an explicit --resume false
+            kw.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL",
+                      help=kw["help"] + f"; a flag: {flag}, or --no-{f.name.replace('_', '-')}")
+            parser.add_argument(flag, dest=f.name, **kw)
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                default=None, help=argparse.SUPPRESS)
+            continue
+        if kind in (int, float):
             kw["type"] = kind
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, **kw)
+        parser.add_argument(flag, dest=f.name, **kw)
 
 
 def load_yaml(path: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robotworld.policy import Policy, Scene
 from robotworld.stats import wilson_interval
 
 
@@ -20,7 +21,8 @@ class EvalConfig:
     policy: str = "expert"
     """Policy: expert, noisy-expert, fumbling-expert, random, zero, mpc (MPPI over the shipped
     world model, 1,024 x 16 x 6), mpc-fast (the same at 128 x 8 x 3: control rate on two CPU
-    cores), or a world-model checkpoint PATH.pt / mpc:PATH to plan with."""
+    cores), or a world-model checkpoint PATH.pt / mpc:PATH to plan with; MPC names take
+    options: mpc-fast,collision=0,touch=false."""
     episodes: int = 100
     """Number of episodes; episode k is reset with seed + k, and the policy's randomness (a
     planner's noise, a noisy expert's) restarts from that seed too, so any episode replays the
@@ -37,6 +39,8 @@ class EvalConfig:
     """Episodes run side by side, their next actions planned in one batched call a step
     (MPC policies; the way to evaluate on a GPU). Each is still seeded seed + k; the planner's
     noise is shared, so the figures differ from batch 1's but are as reproducible."""
+    device: str = "auto"
+    """Where a policy's model runs: auto (cuda when there is one), cpu or cuda."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -62,6 +66,14 @@ class EvalResult:
     """One entry per episode, in seed order: seed, success, steps, collision_steps, grasp_steps."""
 
 
+def file_name(text: str) -> str:
+    """text as one file name: runs of anything but letters, digits, '.', '_' and '-' become '_'
+    (a policy named 'mpc:runs/x.pt,preset=fast' makes no folders)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "policy"
+
+
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
     """Write frames to an mp4 atomically (temporary name, then rename)."""
     import imageio.v2 as imageio
@@ -79,10 +91,10 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
             tmp.unlink()
 
 
-def run_episode(env, policy, seed: int, record: bool = False):
+def run_episode(env, policy: Policy, seed: int, record: bool = False):
     """One episode. Returns (success, collision steps, steps, frames, grasp steps)."""
     obs, info = env.reset(seed=seed)
-    policy.reset(env, seed)
+    policy.reset(seed, Scene.of(env))
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
     success = False
     steps = collisions = held = 0
@@ -102,22 +114,23 @@ def run_episode(env, policy, seed: int, record: bool = False):
     return success, collisions, steps, frames, held
 
 
-def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
-    """Run ``cfg.episodes`` seeded episodes of a policy on a task."""
+def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
+    """Run ``cfg.episodes`` seeded episodes of ``policy`` on a task; ``cfg.policy`` names it in
+    the report (``robotworld eval`` makes it with ``policies.make_policy(cfg.policy)``).
+    overrides: task config fields."""
     from tqdm import tqdm
 
     import sims
-    from policies import make_policy
 
     if cfg.episodes < 1:
         raise ValueError(f"episodes = {cfg.episodes}: expected at least 1")
     if cfg.batch < 1:
         raise ValueError(f"batch = {cfg.batch}: expected at least 1")
+    if cfg.video is not None:
+        from robotworld.paths import writable_dir
+
+        writable_dir(cfg.video, "video directory")
     env = sims.make(cfg.task, sim=cfg.sim, **overrides)
-    # one episode at a time, each episode's randomness (a planner's noise, a noisy expert's)
-    # restarts from its own seed, so that episode k of a run replays the same alone; batched,
-    # the planner's noise is shared and drawn from the run's first seed
-    policy = make_policy(cfg.policy, seed=cfg.seed if cfg.batch > 1 else 0)
     if cfg.batch > 1:
         if not hasattr(policy, "act_batch"):
             raise ValueError(f"batch = {cfg.batch}: policy '{cfg.policy}' plans one environment at a time; "
@@ -133,7 +146,7 @@ def evaluate(cfg: EvalConfig, **overrides) -> EvalResult:
         ok, n_hits, steps, frames, held = run_episode(env, policy, cfg.seed + k, record)
         rows.append((int(ok), n_hits, steps, held))
         if record:
-            path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{cfg.policy}_seed{cfg.seed + k}.mp4"
+            path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{file_name(cfg.policy)}_seed{cfg.seed + k}.mp4"
             write_video(frames, path)
             videos.append(str(path))
         bar.set_postfix(success=f"{sum(r[0] for r in rows)}/{k + 1}")
@@ -164,7 +177,7 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
 
     E = min(cfg.batch, cfg.episodes)
     envs = [env] + [sims.make(cfg.task, sim=cfg.sim, **overrides) for _ in range(E - 1)]
-    policy.reset_batch(env, E)
+    policy.reset_batch(Scene.of(env), E)
     episode: list[int | None] = [None] * E  # the episode each slot runs
     obs: list[dict] = [{}] * E
     tally = np.zeros((E, 4), dtype=np.int64)  # success, collision steps, steps, grasp steps
@@ -180,7 +193,7 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
             return
         episode[e], started = started, started + 1
         obs[e], _ = envs[e].reset(seed=cfg.seed + episode[e])
-        policy.reset_env(e, envs[e])
+        policy.reset_env(e, Scene.of(envs[e]))
         tally[e] = 0
 
     for e in range(E):

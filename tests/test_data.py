@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from policies import factory
 from robotworld.data import CollectConfig, Dataset, DatasetError, collect
 from robotworld.data import format as fmt
 from robotworld.data.windows import WindowSampler
@@ -25,7 +26,7 @@ def _collect(out: Path, episodes: int = 6, workers: int = 1, **kw) -> Dataset:
     cfg = CollectConfig(task=kw.pop("task", "reach"), policy=kw.pop("policy", "noisy-expert"),
                         episodes=episodes, workers=workers, out=str(out), progress=False,
                         **{k: kw.pop(k) for k in list(kw) if k in CollectConfig.__dataclass_fields__})
-    result = collect(cfg, **kw)
+    result = collect(cfg, factory(cfg.policy), **kw)
     assert not result.failed
     return Dataset(out)
 
@@ -186,7 +187,7 @@ def test_bad_directories_and_versions_get_clear_errors(small: Dataset, tmp_path:
     assert os.listdir(foreign) == ["notes.txt"]
     # another task into an existing dataset
     with pytest.raises(DatasetError, match="different collection"):
-        collect(CollectConfig(task="lift", episodes=1, out=str(small.root), progress=False))
+        collect(CollectConfig(task="lift", episodes=1, out=str(small.root), progress=False), factory("noisy-expert"))
     # a manifest from a future schema
     future = tmp_path / "future"
     future.mkdir()

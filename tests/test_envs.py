@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import sims
 from policies import ZeroPolicy
+from robotworld.policy import Scene
 from sims.wrappers import for_sb3
 
 
@@ -78,7 +79,7 @@ def test_do_nothing_never_succeeds(task, sim):
     policy = ZeroPolicy()
     for seed in range(5):
         obs, _ = env.reset(seed=seed)
-        policy.reset(env)
+        policy.reset(seed, Scene.of(env))
         done = False
         while not done:
             obs, _, term, trunc, info = env.step(policy.act(obs)[0])

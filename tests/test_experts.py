@@ -3,7 +3,14 @@
 import numpy as np
 
 import sims
-from robotworld.evaluation import EvalConfig, evaluate
+from robotworld.cli import eval_policy
+from robotworld.evaluation import EvalConfig
+from robotworld.evaluation import evaluate as _evaluate
+from robotworld.policy import Scene
+
+
+def evaluate(cfg):
+    return _evaluate(cfg, eval_policy(cfg))
 
 
 def test_expert_success(task, sim):
@@ -31,7 +38,7 @@ def test_fumbling_expert_inverts_its_gripper_in_seeded_spells():
         env = sims.make("lift")
         pol = make_policy(policy_name, seed=7)
         obs, _ = env.reset(seed=7)
-        pol.reset(env)
+        pol.reset(None, Scene.of(env))
         out = []
         for _ in range(40):
             a = pol.act(obs)[0]
@@ -52,7 +59,7 @@ def test_an_episode_of_a_run_replays_the_same_alone():
 
     def actions(pol, env, seed: int, steps: int = 6):
         obs, _ = env.reset(seed=seed)
-        pol.reset(env, seed)
+        pol.reset(seed, Scene.of(env))
         out = []
         for _ in range(steps):
             a = pol.act(obs)[0]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from robotworld.planning import Planner, PlannerConfig
+from robotworld.policy import Scene
 
 TARGET = torch.tensor([0.3, -0.6, 0.9])
 
@@ -66,6 +67,68 @@ def test_priors_are_scored_and_non_finite_samples_dropped():
     a = p.plan(prior_chunks=good)
     assert torch.isfinite(a).all() and p.stats["dropped_samples"] > 0
     assert float(quadratic(a[:, None])) < 0.05
+
+
+def test_prior_chunks_of_any_length_are_cut_or_held_to_the_horizon():
+    """A policy's chunk shorter than the horizon is held at its last action; a longer one is
+    cut; either is scored as the first samples after the mean."""
+    from robotworld.planning.planner import fit_horizon
+
+    chunk = torch.arange(3 * 2, dtype=torch.float32).view(1, 3, 2)
+    held = fit_horizon(chunk, 5)
+    assert held.shape == (1, 5, 2) and torch.equal(held[0, 3:], chunk[0, -1:].expand(2, 2))
+    assert torch.equal(fit_horizon(chunk, 2), chunk[:, :2])
+    p = _planner("cem")
+    seen = []
+    p.cost = lambda x: (seen.append(x.clone()), quadratic(x))[1]
+    for T in (3, 8, 20):
+        seen.clear()
+        short = TARGET.clamp(-1, 1).expand(1, T, 3)
+        p.plan(prior_chunks=short)
+        torch.testing.assert_close(seen[0][:, 1], fit_horizon(short, 8)[0])  # after the mean
+
+
+def test_scorer_ranks_chunks_by_their_imagined_outcomes():
+    """The scoring service: an observation and k chunks of any length in, a cost per chunk and
+    per-step terms by name out. On reach, chunks towards the goal beat chunks away from it; a
+    chunk driven into an obstacle box is charged and its clearance goes negative; the cost is the
+    planner's own (WorldModelCost on the same observation)."""
+    import sims
+    from robotworld.model import load
+    from robotworld.planning.costs import ActionScale, Scorer, WorldModelCost
+
+    wm = load("default")
+    env = sims.make("reach")
+    obs, _ = env.reset(seed=5)
+    tool, goal = obs["proprio"][15:18], obs["goal"]
+    step = (goal - tool) / np.linalg.norm(goal - tool)
+    scorer = Scorer(wm)
+    for H in (1, 4, 12):
+        chunks = np.zeros((3, H, 5), np.float32)
+        chunks[0, :, :3], chunks[1, :, :3], chunks[:, :, 4] = step, -step, 1.0  # towards, away, still
+        s = scorer.score(obs, chunks, "reach", scale=ActionScale.of(env))
+        assert s.cost.shape == (3,) and s.best == 0, s.cost
+        assert {"reward", "success", "collision", "progress", "table", "clearance"} <= set(s.terms)
+        assert all(v.shape == (3, H) for v in s.terms.values())
+        assert s.imagined.success.shape == (3, H) and s.imagined.tool_pos.shape == (3, H, 3)
+        assert torch.isinf(s.terms["clearance"]).all()  # no obstacles given
+    cost = WorldModelCost(wm)
+    cost.set_scene(None, ActionScale.of(env))
+    cost.observe(obs, "reach")
+    torch.testing.assert_close(s.cost, cost(torch.as_tensor(chunks).transpose(0, 1)))
+    # an obstacle right under the tool: the chunk that goes down into it is charged
+    down = np.zeros((2, 6, 5), np.float32)
+    down[0, :, 2] = -1.0
+    box = [[tool[0], tool[1], tool[2] - 0.12, 0.03, 0.03, 0.03]]
+    s = scorer.score(obs, down, "reach", boxes=box)
+    assert s.terms["obstacle"][0].sum() > 0 and s.terms["obstacle"][1].sum() == 0
+    assert s.terms["clearance"][0].min() < 0 < s.terms["clearance"][1].min()
+    with pytest.raises(ValueError, match=r"expected \(k, H, 5\)"):
+        scorer.score(obs, np.zeros((2, 4, 3)), "reach")
+    with pytest.raises(ValueError, match="NaN"):
+        scorer.score(obs, np.full((2, 4, 5), np.nan), "reach")
+    with pytest.raises(ValueError, match="expected finite"):
+        scorer.score(obs, down, "reach", boxes=[[0.5, 0, 0, 0.1]])
 
 
 def test_the_switch_dimension_can_flip_where_the_noise_never_reaches():
@@ -282,8 +345,16 @@ def test_mpc_policy_takes_planner_settings_after_the_checkpoint():
     assert (cfg.switch_dim, cfg.switch_snap, cfg.switch_threshold) == (4, True, 0.25)
     assert not make_policy("mpc:default,switch_snap=false").planner_cfg.switch_snap
     assert not make_policy("mpc:default,switch_dim=-1").planner_cfg.switch_snap
-    with pytest.raises(ValueError, match="FIELD=VALUE with FIELD preset or one of"):
+    with pytest.raises(ValueError, match="FIELD=VALUE with FIELD preset, device or one of"):
         make_policy("mpc:default,sample=64")
+    # priors and cost weights by name after a preset's name, as the ablations spell them
+    pol = make_policy("mpc-fast,touch=false,centring=0,push=0")
+    assert not pol.cost.priors.touch and not pol.cost.priors.centring and pol.cost.priors.lift
+    assert pol.cost.w.push == 0 and pol.planner_cfg.samples == 128
+    with pytest.raises(ValueError, match="is not a bool"):
+        make_policy("mpc-fast,touch=maybe")
+    with pytest.raises(ValueError, match="device = 'gpu': expected auto, cpu, cuda or cuda:N"):
+        make_policy("mpc-fast,device=gpu")
     with pytest.raises(ValueError, match="is not a int"):
         make_policy("mpc:default,samples=many")
 
@@ -309,27 +380,30 @@ def test_planner_presets_set_the_search_sizes_and_fields_beside_them_win():
 
 def test_mpc_reaches_the_goal_in_closed_loop():
     """The shipped model and planner succeed on reach in MuJoCo (seeded, so reproducible)."""
+    from robotworld.cli import eval_policy
     from robotworld.evaluation import EvalConfig, evaluate
 
-    res = evaluate(EvalConfig(task="reach", policy="mpc:default,samples=256,horizon=8,iterations=4",
-                              episodes=4, seed=0))
+    cfg = EvalConfig(task="reach", policy="mpc:default,samples=256,horizon=8,iterations=4", episodes=4, seed=0)
+    res = evaluate(cfg, eval_policy(cfg))
     assert res.success_rate >= 0.75, res
 
 
 def test_batched_evaluation_plans_many_episodes_at_once_and_repeats_itself():
     """Five reach episodes, three at a time in one batched plan a step: they succeed as the
     one-at-a-time evaluation does, and a second run gives the same figures."""
+    from robotworld.cli import eval_policy
     from robotworld.evaluation import EvalConfig, as_dict, evaluate
 
     cfg = EvalConfig(task="reach", policy="mpc:default,samples=128,horizon=8,iterations=3", episodes=5, seed=0,
                      batch=3, progress=False)
-    first = as_dict(evaluate(cfg))
+    first = as_dict(evaluate(cfg, eval_policy(cfg)))
     assert first["success_rate"] >= 0.8 and first["seeds"] == [0, 4] and first["episodes"] == 5, first
     assert [r["seed"] for r in first["per_episode"]] == list(range(5))  # in seed order, not finish order
     assert sum(r["success"] for r in first["per_episode"]) == round(first["success_rate"] * 5)
-    assert as_dict(evaluate(cfg)) == first
+    assert as_dict(evaluate(cfg, eval_policy(cfg))) == first
+    expert = EvalConfig(task="reach", policy="expert", episodes=2, batch=2)
     with pytest.raises(ValueError, match="batched evaluation needs an MPC policy"):
-        evaluate(EvalConfig(task="reach", policy="expert", episodes=2, batch=2))
+        evaluate(expert, eval_policy(expert))
 
 
 def test_progress_cost_points_the_way_where_the_reward_is_flat():
@@ -406,7 +480,7 @@ def test_a_batch_of_environments_plans_each_to_its_own_target():
         torch.testing.assert_close(p.warm_start(), torch.cat((a[:, 1:], a[:, -1:]), 1))
         p.reset_env(1)
         assert (p.mean[1] == 0).all() and (p.mean[0] == a[0]).all()
-    with pytest.raises(ValueError, match=r"expected \(3, K, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"expected \(3, K, T, 3\)"):
         p.plan(prior_chunks=torch.zeros(2, 8, 3))
     with pytest.raises(ValueError, match="envs = 0"):
         Planner(per_env, -torch.ones(3), torch.ones(3), cfg, envs=0)
@@ -477,7 +551,7 @@ def _over_the_cube(seed: int = 3):
     env = sims.make("lift")
     obs, _ = env.reset(seed=seed)
     expert = make_policy("expert")
-    expert.reset(env, seed)
+    expert.reset(seed, Scene.of(env))
     while obs["proprio"][17] > 0.045:
         obs, *_ = env.step(expert.act(obs)[0])
     return env, obs
@@ -575,7 +649,7 @@ def test_obstacle_cost_charges_a_plan_into_a_box_and_follows_each_environment():
     env = sims.make("pick_place_clutter")
     obs, _ = env.reset(seed=0)
     pol = make_policy("mpc:default,samples=32,horizon=4,iterations=1")
-    pol.reset(env, 0)
+    pol.reset(0, Scene.of(env))
     want = [[*o.pos, *o.half] for o in env.unwrapped.episode.obstacles]
     torch.testing.assert_close(pol.cost.boxes, torch.tensor(want, dtype=torch.float32))
     from robotworld.planning.costs import ActionScale

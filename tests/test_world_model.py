@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import sims
+from policies import factory
 from robotworld.data import CollectConfig, collect
 from robotworld.model import CheckpointError, ModelSpec, WorldModel, load, model_config, save
 from robotworld.model import checkpoint as ckpt
@@ -267,7 +268,8 @@ def test_auroc_and_ece_on_known_cases():
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("wm") / "lift"
-    collect(CollectConfig(task="lift", policy="noisy-expert", episodes=60, workers=2, out=str(out), progress=False))
+    collect(CollectConfig(task="lift", policy="noisy-expert", episodes=60, workers=2, out=str(out), progress=False),
+            factory("noisy-expert"))
     return str(out)
 
 

@@ -174,9 +174,11 @@ def train(cfg: CollisionTrainConfig) -> dict[str, Any]:
     """Label queries with the exact checker, fit the predictor, set thresholds, save it."""
     from tqdm import tqdm
 
-    from robotworld.model.train import pick_device
+    from robotworld.device import pick_device
+    from robotworld.paths import writable_file
 
     device = pick_device(cfg.device)
+    writable_file(cfg.out, "collision checkpoint")
     torch.manual_seed(cfg.seed)
     checker = ExactChecker(max_obstacles=3)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robotworld.data import format as fmt
+from robotworld.policy import Policy, Scene
 
 
 @dataclass
@@ -57,6 +58,8 @@ class CollectConfig:
     """Address of a running Ray cluster for --backend ray; none starts a local one."""
     retries: int = 2
     """Times an episode whose worker failed or crashed is retried before it is reported."""
+    device: str = "cpu"
+    """Where an MPC policy's world model runs in each worker: cpu, cuda or auto."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -100,15 +103,14 @@ def _env(spec: dict[str, Any]):
     return _ENV[key]
 
 
-def rollout(spec: dict[str, Any], index: int) -> tuple[int, bytes, dict[str, Any]]:
-    """Roll out episode ``index`` and encode it. Returns (index, HDF5 file bytes, summary)."""
-    from policies import make_policy
-
+def rollout(spec: dict[str, Any], index: int, make: Callable[..., Policy]) -> tuple[int, bytes, dict[str, Any]]:
+    """Roll out episode ``index`` with the policy ``make(seed=...)`` builds (a picklable
+    callable: it runs in the worker) and encode it. Returns (index, HDF5 file bytes, summary)."""
     env = _env(spec)
     seed = spec["seed"] + index
-    policy = make_policy(spec["policy"], seed=seed)
+    policy = make(seed=seed)
     obs, _ = env.reset(seed=seed)
-    policy.reset(env)
+    policy.reset(None, Scene.of(env))
     keys = [k for k in obs if k != "instruction"]
     frames: dict[str, list[np.ndarray]] = {k: [obs[k]] for k in keys}
     steps: dict[str, list] = {k: [] for k in fmt.STEP_FIELDS}
@@ -172,7 +174,8 @@ def _close_pool(pool, broken: bool) -> None:
         writer.close()
 
 
-def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) -> Iterator[Outcome]:
+def _process_backend(spec: dict, make: Callable[..., Policy], todo: list[int], workers: int,
+                     retries: int) -> Iterator[Outcome]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -186,7 +189,7 @@ def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) ->
             while (queue or running) and not broken:
                 while queue and len(running) < 2 * workers:
                     try:
-                        fut = pool.submit(rollout, spec, queue[-1])
+                        fut = pool.submit(rollout, spec, queue[-1], make)
                     except BrokenProcessPool:  # a worker died before we saw a failed future
                         broken = True
                         break
@@ -225,7 +228,7 @@ def _process_backend(spec: dict, todo: list[int], workers: int, retries: int) ->
                     queue.append(i)
 
 
-def _ray_backend(spec: dict, todo: list[int], workers: int, retries: int,
+def _ray_backend(spec: dict, make: Callable[..., Policy], todo: list[int], workers: int, retries: int,
                  address: str | None) -> Iterator[Outcome]:
     try:
         import ray
@@ -241,7 +244,7 @@ def _ray_backend(spec: dict, todo: list[int], workers: int, retries: int,
         while queue or running:
             while queue and len(running) < 2 * workers:
                 i = queue.pop()
-                running[task.remote(spec, i)] = i
+                running[task.remote(spec, i, make)] = i
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 i = running.pop(ref)
@@ -266,8 +269,6 @@ def _spec(cfg: CollectConfig, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_config(cfg: CollectConfig) -> None:
-    from policies import check_policy
-
     if cfg.episodes < 1:
         raise ValueError(f"episodes = {cfg.episodes}: expected at least 1")
     if cfg.workers < 1:
@@ -276,7 +277,6 @@ def _check_config(cfg: CollectConfig) -> None:
         raise ValueError(f"retries = {cfg.retries}: expected 0 or more")
     if cfg.backend not in ("process", "ray"):
         raise ValueError(f"backend = '{cfg.backend}': expected 'process' or 'ray'")
-    check_policy(cfg.policy)
 
 
 def _observation_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -327,9 +327,18 @@ def _sweep_temporaries(episode_dir: Path) -> None:
             (episode_dir / name).unlink(missing_ok=True)
 
 
-def collect(cfg: CollectConfig, on_episode: Callable[[int], None] | None = None,
+def collect(cfg: CollectConfig, make: Callable[..., Policy], on_episode: Callable[[int], None] | None = None,
             **overrides: Any) -> CollectResult:
-    """Collect (or finish collecting) ``cfg.episodes`` episodes into ``cfg.out``."""
+    """Collect (or finish collecting) ``cfg.episodes`` episodes into ``cfg.out``.
+
+    Args:
+        cfg: the run; ``cfg.policy`` names the policy in the dataset's manifest.
+        make: builds the policy in each worker, ``make(seed=episode_seed)``; picklable (a
+            module-level function or a functools.partial of one, such as
+            ``partial(policies.make_policy, cfg.policy)``).
+        on_episode: called with each episode index once it is published.
+        overrides: task config fields.
+    """
     from tqdm import tqdm
 
     from robotworld.data.dataset import Dataset
@@ -344,9 +353,9 @@ def collect(cfg: CollectConfig, on_episode: Callable[[int], None] | None = None,
     have = set(ds.indices())
     todo = [i for i in range(cfg.episodes) if i not in have]
     if cfg.backend == "ray":
-        outcomes: Iterable[Outcome] = _ray_backend(spec, todo, cfg.workers, cfg.retries, cfg.ray_address)
+        outcomes: Iterable[Outcome] = _ray_backend(spec, make, todo, cfg.workers, cfg.retries, cfg.ray_address)
     else:
-        outcomes = _process_backend(spec, todo, cfg.workers, cfg.retries)
+        outcomes = _process_backend(spec, make, todo, cfg.workers, cfg.retries)
     bar = tqdm(total=len(todo), desc=f"collect {cfg.task}/{cfg.policy}", unit="ep",
                disable=not cfg.progress)
     failed: dict[int, str] = {}

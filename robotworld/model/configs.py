@@ -58,8 +58,8 @@ class WorldModelEvalConfig:
     """held-out (every holdout_every-th episode, as in training) or all."""
     windows: int = 2000
     """Random windows of 20 steps per dataset."""
-    out: str | None = None
-    """Directory for metrics.json and the plots (default: next to the checkpoint)."""
+    out: str = "runs/eval_world_model"
+    """Directory for metrics.json and the plots (never the checkpoint's own folder by default)."""
     seed: int = 0
     """Seed of the window sampling."""
     device: str = "auto"

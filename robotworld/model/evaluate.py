@@ -67,15 +67,20 @@ def ece(prob: np.ndarray, label: np.ndarray, bins: int = 10) -> tuple[float, lis
 @torch.no_grad()
 def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any]:
     """Metrics of a world model on held-out windows (see the module docstring)."""
+    from robotworld.device import pick_device
     from robotworld.model import checkpoint as ckpt
-    from robotworld.model.train import pick_device
     from robotworld.model import priors as priors_mod
     from robotworld.model.world_model import TOOL, instruction_tokens
 
     if cfg.episodes not in ("held-out", "all"):
         raise ValueError(f"episodes = '{cfg.episodes}': expected held-out or all")
+    from robotworld.paths import writable_dir
+
     device = pick_device(cfg.device)
     priors = priors_mod.parse(cfg.priors)
+    if cfg.windows < 1:
+        raise ValueError(f"windows = {cfg.windows}: expected at least 1")
+    out_dir = writable_dir(cfg.out, "output directory")
     holdout_every = 10
     if model is None:
         body = ckpt.read(cfg.checkpoint)
@@ -89,8 +94,8 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     n_total = cfg.windows * len(dirs)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "base", "valid", "gp", "gy", "gv", "cp", "cy",
                                                          "sp", "sy", "rp", "ry", "tool")}
-    for _ in range(max(1, n_total // 512)):
-        b = batches.sample(512, device)
+    for start in range(0, n_total, 512):
+        b = batches.sample(min(512, n_total - start), device)
         m = model
         temb, iemb = m.task_context(b["task"], instruction_tokens(b["instructions"]))
         P = m.spec.proprio_dim
@@ -149,8 +154,6 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     res["collision_positive_rate"] = round(float(cat["cy"].mean()), 4)
     res["success_auroc"] = round(auroc(cat["sp"], cat["sy"]), 4)
     res["reward_mae"] = round(float(np.abs(cat["rp"] - cat["ry"]).mean()), 4)
-    out_dir = Path(cfg.out) if cfg.out else (Path(cfg.checkpoint).parent if cfg.checkpoint != "default"
-                                             else Path("runs/eval_world_model"))
     _plots(out_dir, curve, table)
     res["plots"] = [str(out_dir / "pos_err_vs_horizon.png"), str(out_dir / "grasp_reliability.png")]
     return res

@@ -19,7 +19,6 @@ import math
 import os
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,19 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robotworld.device import pick_device
 from robotworld.model import checkpoint as ckpt
 from robotworld.model.configs import TrainConfig
 from robotworld.model.world_model import TASKS, TOOL, ModelSpec, WorldModel, instruction_tokens, model_config
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device = '{name}' but this machine has no CUDA device; use --device cpu or auto")
-    return dev
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -229,7 +219,9 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
     for name, v in (("steps", cfg.steps), ("batch_size", cfg.batch_size), ("horizon", cfg.horizon)):
         if v < (2 if name == "horizon" else 1):
             raise ValueError(f"{name} = {v}: expected at least {2 if name == 'horizon' else 1}")
-    out = Path(cfg.out)
+    from robotworld.paths import writable_dir
+
+    out = writable_dir(cfg.out, "run directory")
     latest = out / "checkpoint.pt"
     resume_body = ckpt.read(latest) if cfg.resume and latest.exists() else None
     if cfg.resume and resume_body is None and rank == 0:

@@ -19,6 +19,7 @@ import torch
 
 from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
 from robotworld.model.priors import Priors, commanded_opening
+from robotworld.policy import ActionScale
 from sims import robot
 from sims.tasks import GOAL_OF
 
@@ -202,24 +203,6 @@ def stack_observations(observations: list[dict]) -> dict:
     if "instruction" in observations[0]:
         batch["instruction"] = [o["instruction"] for o in observations]
     return batch
-
-
-@dataclass(frozen=True)
-class ActionScale:
-    """How far one unit of action moves the robot (the environment's ``TaskConfig``)."""
-
-    yaw_step: float = 0.25
-    """Radians of tool yaw per unit of the yaw action (``max_yaw_step``)."""
-    ee_step: float = 0.03
-    """Metres of tool motion per unit of a position action (``max_ee_step``)."""
-    table_top: float = 0.0
-    """Height of the table top (m)."""
-
-    @classmethod
-    def of(cls, env) -> ActionScale:
-        """The scale of a robotworld environment."""
-        cfg = env.unwrapped.cfg
-        return cls(float(cfg.max_yaw_step), float(cfg.max_ee_step))
 
 
 class Situation(NamedTuple):
@@ -440,7 +423,7 @@ class Scorer:
             chunks: (k, H, A) actions in [-1, 1], numpy or torch, any H >= 1.
             task: the task name.
             boxes: the scene's obstacles, (K, 6) centres and half extents (None: none).
-            scale: the environment's action scale (``ActionScale.of(env)``).
+            scale: the environment's action scale (``ActionScale.of(env)``, or a Scene's).
         Returns:
             Scores, batch-first.
         """

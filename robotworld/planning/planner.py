@@ -111,6 +111,15 @@ def planner_config(preset: str = "full", **overrides) -> PlannerConfig:
     return PlannerConfig(**{**PLANNER_PRESETS[preset], **overrides})
 
 
+def fit_horizon(chunks: torch.Tensor, H: int) -> torch.Tensor:
+    """Chunks (..., T, A) as (..., H, A): cut after H steps, or their last action held up to H
+    (a policy's chunk that ends early is read as holding still at its last command)."""
+    T = chunks.shape[-2]
+    if T >= H:
+        return chunks[..., :H, :]
+    return torch.cat((chunks, chunks[..., -1:, :].expand(*chunks.shape[:-2], H - T, chunks.shape[-1])), -2)
+
+
 class Planner:
     """MPPI / CEM over a batched cost function, for one environment or a batch of them.
 
@@ -207,8 +216,9 @@ class Planner:
     def plan(self, prior_chunks: torch.Tensor | None = None) -> torch.Tensor:
         """Optimise the action sequence; returns (H, A) inside the bounds ((E, H, A) with ``envs``).
 
-        prior_chunks: (K, H, A) proposals (e.g. from a policy) scored alongside the samples; with
-            ``envs`` set, (E, K, H, A), each environment's own.
+        prior_chunks: (K, T, A) proposals (e.g. from a policy) scored alongside the samples; with
+            ``envs`` set, (E, K, T, A), each environment's own. Any length T: cut to the
+            horizon, or held at their last action up to it (``fit_horizon``).
         """
         cfg, H, A, E = self.cfg, self.cfg.horizon, self.action_dim, self._E
         mean = torch.cat((self._mean[1:], self._mean[-1:]), 0)  # warm start, (H, E, A)
@@ -217,12 +227,12 @@ class Planner:
         if prior_chunks is not None:
             p = torch.as_tensor(prior_chunks, dtype=torch.float32, device=self.device)
             if self.envs is None:
-                if p.dim() != 3 or p.shape[1:] != (H, A):
-                    raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected (K, {H}, {A})")
+                if p.dim() != 3 or p.shape[-1] != A or p.shape[1] < 1:
+                    raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected (K, T, {A}), any T >= 1")
                 p = p[None]
-            elif p.dim() != 4 or p.shape[0] != E or p.shape[2:] != (H, A):
-                raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, {H}, {A})")
-            priors = p.permute(2, 0, 1, 3)  # (H, E, K, A)
+            elif p.dim() != 4 or p.shape[0] != E or p.shape[-1] != A or p.shape[2] < 1:
+                raise ValueError(f"prior_chunks have shape {tuple(p.shape)}; expected ({E}, K, T, {A}), any T >= 1")
+            priors = fit_horizon(p, H).permute(2, 0, 1, 3)  # (H, E, K, A)
         if cfg.switch_dim >= A:
             raise ValueError(f"switch_dim = {cfg.switch_dim}, but actions have {A} dimensions")
         fixed = 1 + len(self._switch_bounds()) + (0 if priors is None else priors.shape[2])
