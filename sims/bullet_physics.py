@@ -163,6 +163,13 @@ class BulletPhysics:
                           tcp_rot=rot, tcp_quat=quat if quat[0] >= 0 else -quat, obj_pos=obj_pos, obj_quat=obj_quat,
                           grasped=bool(grasped), collision=bool(collision))
 
+    def link_contact(self) -> bool:
+        """Whether one of the arm's links (link1-link7: not the hand or the fingers) touches the
+        table or an obstacle now."""
+        links = set(self.arm)  # a joint's child link has the joint's index
+        return any(pt[3] in links for s in self.static
+                   for pt in pb.getContactPoints(self.robot, s, physicsClientId=self.c))
+
     def jacobian(self) -> np.ndarray:
         q = self._joint_states()[0].tolist()
         zeros = [0.0] * len(q)

@@ -55,6 +55,13 @@ class MujocoPhysics:
         self._obj_dof = np.array([m.jnt_dofadr[m.joint(f"obj{i}").id] for i in range(self.nobj)])
         self._obstacles = np.array([m.geom(f"obstacle{i}").id for i in range(cfg.num_obstacles)],
                                    dtype=int)
+        # The obstacles are world geoms moved at reset, and the world body's bounding-volume
+        # tree is built once, at compile time, around where they were parked: the midphase then
+        # culled every contact with an obstacle, and the arm and objects passed through them
+        # (found 2026-12-06; updating the tree's nodes did not reach MuJoCo's static tree). With
+        # the midphase off, each body pair's geoms are still culled by their bounding spheres.
+        if self._obstacles.size:
+            m.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_MIDPHASE)
         # contact sensors (computed in C each step): left pad, right pad, arm vs world
         self._sensor_idx = np.array([m.sensor_adr[m.sensor(n).id]
                                      for n in ("grasp_left", "grasp_right", "collision")])
@@ -63,6 +70,7 @@ class MujocoPhysics:
         self._bind_jac(np.zeros((6, m.nv)))
         self._jac_bound = False  # a vector env's buffer (bind_jacobian), kept current
         self._renderers: dict = {}
+        self._links: np.ndarray | None = None  # which bodies are arm links (link_contact)
         # Views of MjData's arrays, taken once: each attribute read of MjData builds a new
         # numpy view (about 0.3 us), and state() runs every control step. MjData never
         # reallocates its arrays, so the views stay valid for its lifetime.
@@ -200,6 +208,20 @@ class MujocoPhysics:
         """(6, 7) Jacobian of the tool point: translation rows, then rotation rows."""
         mujoco.mj_jacSite(self.model, self.data, *self._jac_rows, self._tcp)
         return self._jac_arm
+
+    def link_contact(self) -> bool:
+        """Whether one of the arm's links (link1-link7: not the hand or the fingers) touches the
+        table or an obstacle now. Read off the contact list: for evaluation, not every step."""
+        if self._links is None:
+            m = self.model
+            self._links = np.zeros(m.nbody, bool)
+            self._links[[m.body(f"link{i}").id for i in range(1, 8)]] = True
+        d, m = self.data, self.model
+        for c in d.contact[:d.ncon]:
+            b1, b2 = m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]
+            if (self._links[b1] and b2 == 0) or (self._links[b2] and b1 == 0):
+                return True
+        return False
 
     def render(self, camera: str, height: int, width: int) -> np.ndarray:
         from sims.render import OffscreenRenderer

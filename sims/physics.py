@@ -71,7 +71,8 @@ class WorldState(NamedTuple):
 
 # the layout of WorldState.flat: the 22 proprio values in observation order (q, dq, finger,
 # tool position, tool quaternion), then the tool rotation (9, row-major), then each object's
-# position and quaternion (7 per object), which is the objects observation
+# position and quaternion (7 per object), which is the objects observation. The proprio slices
+# are the observation's layout too, and robotworld's world model reads them from here.
 FLAT_PROPRIO = slice(0, 22)
 FLAT_Q = slice(0, 7)
 FLAT_DQ = slice(7, 14)
@@ -93,5 +94,6 @@ class Physics(Protocol):
     def finish(self) -> bool: ...
     def state(self) -> WorldState: ...
     def jacobian(self) -> np.ndarray: ...  # (6, 7)
+    def link_contact(self) -> bool: ...  # an arm link (not the gripper) touches the table or an obstacle
     def render(self, camera: str, height: int, width: int) -> np.ndarray: ...
     def close(self) -> None: ...

@@ -293,3 +293,33 @@ def test_uniform_draws_equal_numpy_uniform():
             np.testing.assert_array_equal(tasks._uniform(a, low, high),
                                           b.uniform(np.asarray(low, float), np.asarray(high, float)))
         assert a.random() == b.random()
+
+
+def test_link_contact_tells_an_arm_link_from_the_gripper():
+    """``link_contact`` (what evaluation counts as arm-link contact steps) is False after a
+    reset in both engines, True in MuJoCo with an obstacle moved onto the elbow, and False with
+    it moved onto the gripper, where ``collision`` is still True."""
+    import mujoco
+
+    for sim in ("mujoco", "pybullet"):
+        env = sims.make("pick_place_clutter", sim=sim)
+        env.reset(seed=0)
+        assert not env.unwrapped.physics.link_contact(), sim
+        env.close()
+    env = sims.make("pick_place_clutter")
+    env.reset(seed=0)
+    ph = env.unwrapped.physics
+    m, d = ph.model, ph.data
+    g = m.geom("obstacle0").id
+    import dataclasses
+
+    from sims.physics import ObstacleSpec
+
+    ep = env.unwrapped.episode
+    finger = [i for i in range(m.ngeom) if m.geom_bodyid[i] == m.body("finger_left").id][0]
+    elbow, pad = d.xpos[m.body("link4").id].copy(), d.geom_xpos[finger].copy()
+    for where, half, want in ((elbow, 0.03, True), (pad, 0.005, False)):
+        ph.reset(dataclasses.replace(ep, obstacles=[ObstacleSpec(where, np.full(3, half)), *ep.obstacles[1:]]))
+        mujoco.mj_forward(m, d)
+        assert ph.link_contact() == want, where
+        assert ph.state().collision, where  # the physics sees the obstacle (it once passed through)
