@@ -2,8 +2,8 @@
 
     from robotworld.model import load
     wm = load("default")                 # the shipped multi-task model
-    z = wm.encode(obs, task="pick_place")
-    out = wm.imagine(z, actions)         # actions (B, H, A) -> latents, reward, success/grasp/collision
+    start = wm.encode(obs, task="pick_place")   # an immutable Start
+    out = wm.imagine(start, actions)     # actions (B, H, A) -> latents, reward, success/grasp/collision
 
 Names are imported on first use, so that ``robotworld.model.configs`` (and the CLI) load
 without torch.
@@ -15,7 +15,7 @@ from typing import Any
 _NAMES = {
     "CheckpointError": "robotworld.model.checkpoint", "load": "robotworld.model.checkpoint",
     "save": "robotworld.model.checkpoint", "Imagined": "robotworld.model.world_model",
-    "Outcomes": "robotworld.model.world_model",
+    "Start": "robotworld.model.world_model", "Priors": "robotworld.model.priors",
     "ModelConfig": "robotworld.model.world_model", "ModelSpec": "robotworld.model.world_model",
     "WorldModel": "robotworld.model.world_model", "model_config": "robotworld.model.world_model",
 }

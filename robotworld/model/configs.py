@@ -16,6 +16,9 @@ class TrainConfig:
     """Run directory: checkpoints, TensorBoard logs, metrics."""
     preset: str = "small"
     """Model size: tiny, small or base."""
+    priors: str = "none"
+    """Structural priors applied in the loss and, by default, when the model imagines: none, all,
+    or all less some, e.g. -touch (robotworld.model.priors)."""
     steps: int = 20000
     """Gradient steps in total (a resumed run continues to this count)."""
     batch_size: int = 256
@@ -64,6 +67,6 @@ class WorldModelEvalConfig:
     """Seed of the window sampling."""
     device: str = "auto"
     """auto, cpu or cuda."""
-    priors: str = "all"
-    """Structural priors applied while imagining: all, none, or all but some, e.g.
-    -touch,-lift (robotworld.model.priors; the ablation in BENCHMARKS.md)."""
+    priors: str = "planning"
+    """Structural priors applied while imagining: planning (what MPC imagines with), all, none,
+    or all but some, e.g. -touch,-lift (robotworld.model.priors; the ablation in BENCHMARKS.md)."""

@@ -29,7 +29,7 @@ from torch import nn
 from robotworld.device import pick_device
 from robotworld.model import checkpoint as ckpt
 from robotworld.model.configs import TrainConfig
-from robotworld.model.world_model import TASKS, TOOL, ModelSpec, WorldModel, instruction_tokens, model_config
+from robotworld.model.world_model import PROPRIO_DIM, TASKS, TOOL, ModelSpec, WorldModel, instruction_tokens, model_config
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -117,43 +117,43 @@ class Objective(nn.Module):
         m, cfg = self.model, self.cfg
         obs, act, mask = batch["obs"], batch["action"], batch["mask"]
         B, H = act.shape[:2]
+        P, N = m.spec.proprio_dim, m.spec.max_objects
         temb, iemb = m.task_context(batch["task"], instruction_tokens(batch["instructions"]))
         enc = m.encode_flat(obs, temb, iemb)  # (B, H+1, L)
         target = enc[:, 1:].detach()
-        z, zs = enc[:, 0], []
-        for t in range(H):
-            z = m.next(z, act[:, t], temb)
-            zs.append(z)
-        roll = torch.stack(zs, 1)  # (B, H, L)
+        # the window imagined from its first observation through the one forward path, with the
+        # priors imagination applies (the model's own, ``ModelConfig.priors``)
+        start = m.start_of(obs[:, 0], temb, iemb, latent=enc[:, 0])
+        out, raw = m._imagine(start, act.transpose(0, 1), N, m.priors, train=True)
+        out = type(out)(*(t.transpose(0, 1) for t in out))  # batch-first
+        raw = {k: v.transpose(0, 1) for k, v in raw.items()}
+        roll = out.latents[:, 1:]  # (B, H, L)
         w = (cfg.rho ** torch.arange(H, device=obs.device, dtype=torch.float32)) * mask  # (B, H)
         wsum = w.sum().clamp_min(1.0)
         consistency = (((roll - target) ** 2).mean(-1) * w).sum() / wsum
-        heads = m.read(roll, temb)
+        heads = m._decode(raw["heads"])
         # the tool path from the observed start (smooth L1 in 2 mm units: millimetres decide a
         # table contact), and the collision logit that reads the imagined tool position
         true_tool = obs[:, :, TOOL]
-        tool = m.tool_path(enc[:, 0], roll, act.cumsum(1), true_tool[:, 0])
+        tool = out.tool_pos
         tool_loss = (F.smooth_l1_loss(tool / 0.002, true_tool[:, 1:] / 0.002, reduction="none").sum(-1) * w).sum() / wsum
-        heads["collision"] = heads["collision"] + m.contact_logit(tool.detach())
         # collisions are rare per step (well under 1%): up-weight the positives
         bce = {"collision": (F.binary_cross_entropy_with_logits(
-            heads["collision"], batch["collision"], reduction="none", pos_weight=torch.tensor(10.0, device=obs.device))
+            raw["collision_logit"], batch["collision"], reduction="none", pos_weight=torch.tensor(10.0, device=obs.device))
             * w).sum() / wsum}
         # object positions in cm, on the rolled-out latents and on the encoded ones
-        P, N = m.spec.proprio_dim, m.spec.max_objects
         true_pos = obs[:, 1:, P:P + 7 * N].reshape(B, H, N, 7)[..., :3]
         real = (torch.arange(N, device=obs.device)[None] < batch["objects_real"][:, None]).float()
         enc_heads = m.read(enc, temb)
         enc_pos = enc_heads["object_pos"]  # (B, H+1, N, 3)
         pos_err = lambda p, q: ((((p - q) / 0.05) ** 2).sum(-1) * real[:, None]).sum(-1)  # noqa: E731
         # absolute positions from both latents, and the displacement since the window's start as
-        # imagine reports it (start + decoded motion), in units of 5 cm
-        start = obs[:, :1, P:P + 7 * N].reshape(B, 1, N, 7)[..., :3]
-        moved_logit = m.moved_logits(enc[:, 0], roll)  # (B, H, N)
-        did_move = ((true_pos - start).norm(dim=-1) > 0.005).float()
-        gate = F.binary_cross_entropy_with_logits(moved_logit, did_move, reduction="none")
+        # imagine reports it (start + decoded motion, with the priors), in units of 5 cm
+        start_pos = obs[:, :1, P:P + 7 * N].reshape(B, 1, N, 7)[..., :3]
+        did_move = ((true_pos - start_pos).norm(dim=-1) > 0.005).float()
+        gate = F.binary_cross_entropy_with_logits(raw["moved_logit"], did_move, reduction="none")
         gate = ((gate * real[:, None]).sum(-1) * w).sum() / wsum
-        moved = start + torch.sigmoid(moved_logit)[..., None] * (heads["object_pos"] - enc_pos[:, :1])
+        moved = out.object_pos
         goal = obs[:, 1:, P + 7 * N:P + 7 * N + 3]
         tool_abs = (((heads["tool_pos"] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1) \
             + (((enc_heads["tool_pos"][:, 1:] - true_tool[:, 1:]) / 0.05) ** 2).sum(-1) \
@@ -161,17 +161,15 @@ class Objective(nn.Module):
         position = ((pos_err(heads["object_pos"], true_pos) + pos_err(enc_pos[:, 1:], true_pos)
                      + 4 * pos_err(moved, true_pos) + tool_abs) * w).sum() / wsum + gate
         # grasp: the head gated by the tool-object offset, on the true and the imagined offsets
-        log_grasp = [F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(t_, o_))
-                     for t_, o_ in ((true_tool[:, 1:], true_pos[:, :, 0]), (tool.detach(), moved[:, :, 0].detach()))]
+        log_grasp = [F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(true_tool[:, 1:], true_pos[:, :, 0])),
+                     raw["log_grasp"]]
         bce["grasp"] = sum(-((batch["grasp"] * lp + (1 - batch["grasp"]) * torch.log1p(-lp.exp().clamp(max=1 - 1e-6)))
                              * w).sum() / wsum for lp in log_grasp)
-        grasp_p = log_grasp[1].exp().detach()  # on the imagined geometry, as imagine() gives it
         # reward and success from geometry: on the true positions and grasp flag (a clean
         # function to learn), and on the imagined ones as imagine() feeds them (what it meets)
+        r_true, s_true = m.outcomes(true_tool[:, 1:], true_pos[:, :, 0], goal, batch["grasp"], temb)
         reward, bce["success"] = 0.0, 0.0
-        for geo in ((true_tool[:, 1:], true_pos[:, :, 0], batch["grasp"]),
-                    (tool.detach(), moved[:, :, 0].detach(), grasp_p)):
-            r, s_logit = m.outcomes(*geo[:2], goal, geo[2], temb)
+        for r, s_logit in ((r_true, s_true), (out.reward, raw["success_logit"])):
             reward = reward + (((r - batch["reward"]) / m.spec.reward_scale) ** 2 * w).sum() / wsum
             bce["success"] = bce["success"] + (F.binary_cross_entropy_with_logits(
                 s_logit, batch["success"], reduction="none") * w).sum() / wsum
@@ -236,9 +234,9 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
         model = ckpt.load(latest, device).train()
     else:
         mean, std = data.stats()
-        spec = ModelSpec(proprio_dim=22, max_objects=data.max_objects, action_dim=data.action_dim,
+        spec = ModelSpec(proprio_dim=PROPRIO_DIM, max_objects=data.max_objects, action_dim=data.action_dim,
                          obs_mean=mean, obs_std=std)
-        model = WorldModel(spec, model_config(cfg.preset)).to(device)
+        model = WorldModel(spec, model_config(cfg.preset, priors=cfg.priors)).to(device)
     objective = Objective(model, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0

@@ -54,17 +54,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
 from robotworld.model.priors import Priors, gripper_admits, lift_gate, touched
+from sims.config import TASK_NAMES as TASKS
+from sims.physics import FLAT_FINGER as FINGER
+from sims.physics import FLAT_PROPRIO
+from sims.physics import FLAT_TCP_POS as TOOL
 
-TASKS = ("reach", "push", "lift", "pick_place", "pick_place_clutter")
+# The task list and the proprio layout are the simulator's observation contract (sims.config,
+# sims.physics), imported from there: TOOL and FINGER index ``proprio``.
+PROPRIO_DIM = FLAT_PROPRIO.stop
 INSTRUCTION_BUCKETS = 512
-TOOL = slice(15, 18)
-"""Where the tool position sits in ``proprio`` (q 7, dq 7, finger 1, tool xyz 3, tool quat 4)."""
-TOOL_QUAT = slice(18, 22)
-"""Where the tool orientation quaternion (w, x, y, z) sits in ``proprio``."""
-FINGER = 14
-"""Where the finger opening (m, both fingers) sits in ``proprio``."""
+
+
 @dataclass
 class ModelConfig:
     """Sizes of the world model; ``preset`` picks a named size, fields override it."""
@@ -81,11 +82,18 @@ class ModelConfig:
     """Size of the task and instruction embeddings."""
     num_q: int = 2
     """Members of the Q ensemble."""
+    priors: str = "none"
+    """The structural priors the model is trained with (``robotworld.model.priors.parse``:
+    none, all, or all less some, e.g. -touch): applied in the training loss and by ``imagine``
+    unless a call names others, so both see the same rules."""
 
     def __post_init__(self) -> None:
         preset = PRESETS.get(self.preset)
         if preset is None:
             raise ValueError(f"model preset '{self.preset}': expected one of {', '.join(PRESETS)}")
+        from robotworld.model.priors import parse
+
+        parse(self.priors)  # refused here, not at the first imagine
         if self.latent_dim % self.simnorm_group:
             raise ValueError(f"latent_dim = {self.latent_dim} is not a multiple of simnorm_group = "
                              f"{self.simnorm_group}")
@@ -109,7 +117,7 @@ def model_config(preset: str = "small", **overrides: Any) -> ModelConfig:
 class ModelSpec:
     """What the model's inputs look like: fixed by the data it was trained on."""
 
-    proprio_dim: int = 22
+    proprio_dim: int = PROPRIO_DIM
     max_objects: int = 2
     action_dim: int = 5
     tasks: tuple[str, ...] = TASKS
@@ -427,13 +435,15 @@ class WorldModel(nn.Module):
         temb, iemb = self._make_context(x.shape[0], task, obs.get("instruction"), device)
         return self.start_of(x, temb, iemb)
 
-    def start_of(self, x: torch.Tensor, temb: torch.Tensor, iemb: torch.Tensor, gripper: bool = True) -> Start:
+    def start_of(self, x: torch.Tensor, temb: torch.Tensor, iemb: torch.Tensor, gripper: bool = True,
+                 latent: torch.Tensor | None = None) -> Start:
         """The Start of raw flat observations x (B, obs_dim) (``flat_obs``) with their task and
-        instruction embeddings (B or 1, T); gripper=False leaves the finger out (no gate)."""
+        instruction embeddings (B or 1, T); gripper=False leaves the finger out (no gate);
+        latent: x's encoding when already computed (training encodes whole windows)."""
         B, n, P = x.shape[0], self.spec.max_objects, self.spec.proprio_dim
         objects = x[:, P:P + 7 * n].reshape(B, n, 7)[..., :3]
-        return Start(self.encode_flat(x, temb, iemb), temb, iemb, objects, x[:, TOOL],
-                     x[:, P + 7 * n:P + 7 * n + 3], x[:, FINGER] if gripper else None)
+        z = self.encode_flat(x, temb, iemb) if latent is None else latent
+        return Start(z, temb, iemb, objects, x[:, TOOL], x[:, P + 7 * n:P + 7 * n + 3], x[:, FINGER] if gripper else None)
 
     def _make_context(self, B: int, task, instruction, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(task embedding, instruction embedding): (1, T) each where one is shared by the batch."""
@@ -459,8 +469,15 @@ class WorldModel(nn.Module):
             iemb = iemb.expand(B, -1) if iemb.shape[0] == 1 else iemb
         return temb, iemb
 
+    @property
+    def priors(self) -> Priors:
+        """The structural priors the model was trained with (``ModelConfig.priors``)."""
+        from robotworld.model.priors import parse
+
+        return parse(self.cfg.priors)
+
     def imagine(self, start: Start, actions: torch.Tensor, *, objects: str = "all", time_major: bool = False,
-                priors: Priors = DEFAULT_PRIORS) -> Imagined:
+                priors: Priors | None = None) -> Imagined:
         """Roll B action sequences forward from ``start``: the one forward path of the model
         (training, planning and the benchmarks all come through here).
 
@@ -479,7 +496,8 @@ class WorldModel(nn.Module):
             actions: (B, H, A) in [-1, 1]; (H, B, A) with ``time_major``.
             objects: "all" (N objects) or "first" (the planner's lean path: the costs read no other).
             time_major: actions and every output laid out (H, B, ...).
-            priors: which structural priors to apply (``robotworld.model.priors``).
+            priors: which structural priors to apply (``robotworld.model.priors``); by default
+                the model's own, those it was trained with (``ModelConfig.priors``).
         Returns:
             Imagined, batch-first or time-major as the actions.
         """
@@ -494,11 +512,18 @@ class WorldModel(nn.Module):
         H, B, A = act.shape
         if start.batch not in (1, B):
             raise ValueError(f"{start.batch} starts for {B} action sequences: expected one, or one per sequence")
-        out = self._imagine(start, act, 1 if objects == "first" else self.spec.max_objects, priors)
+        out = self._imagine(start, act, 1 if objects == "first" else self.spec.max_objects,
+                            self.priors if priors is None else priors)
         return out if time_major else Imagined(*(t.transpose(0, 1) for t in out))
 
-    def _imagine(self, s: Start, act: torch.Tensor, n: int, p: Priors) -> Imagined:
-        """``imagine``'s body, time-major: act (H, B, A), the first n objects. -> Imagined (H, B, ...)"""
+    def _imagine(self, s: Start, act: torch.Tensor, n: int, p: Priors, train: bool = False
+                 ) -> Imagined | tuple[Imagined, dict[str, torch.Tensor]]:
+        """``imagine``'s body, time-major: act (H, B, A), the first n objects. -> Imagined (H, B, ...)
+
+        train: also return what the training loss reads of the same path (``TRAIN_OUTPUTS``):
+        every head's raw output, the moved gate's, collision and success logits and the log grasp
+        probability; the geometry that feeds the contact, hold and outcome MLPs is detached there,
+        so that their losses train those MLPs, not the positions (the position losses do)."""
         L, A = self.cfg.latent_dim, self.spec.action_dim
         H, B, _ = act.shape
         z0, temb = s.latent, s.task
@@ -510,7 +535,8 @@ class WorldModel(nn.Module):
         else:
             zs = torch.cat((z0.expand(B, L)[None], self.rollout(z0, act, temb)))
         rows, block = zs[1:].reshape(H * B, L), self._block_rows(B)
-        cols = 2 + 3 * n  # grasp, collision, the first n objects
+        # grasp, collision, the first n objects (training reads the tool and goal decoders too)
+        cols = self.heads[-1].out_features if train else 2 + 3 * n
         hl1, hln, _, hout = self.heads
         task_head = torch.addmm(hl1.bias, temb, hl1.weight[:, L:].T)
 
@@ -537,21 +563,35 @@ class WorldModel(nn.Module):
 
         summed = act.cumsum(0).reshape(H * B, A)
         tool = by_blocks(path, block, rows, summed).view(H, B, 3).mul(0.1).add_(s.tool)
-        moved = torch.sigmoid(by_blocks(moved_logit, block, rows)).view(H, B, n)
+        moved_logits = by_blocks(moved_logit, block, rows).view(H, B, n)
+        moved = torch.sigmoid(moved_logits)
         if p.touch:
             moved = moved * touched(tool, obj_start, p)
-        decoded = out[..., 2:].reshape(H, B, n, 3) * 0.1 + self.pos_offset
+        decoded = out[..., 2:2 + 3 * n].reshape(H, B, n, 3) * 0.1 + self.pos_offset
         pos = obj_start + moved[..., None] * (decoded - first)  # (H, B, n, 3)
         obj0 = pos[:, :, 0]
-        grasp = self.grasp_prob(out[..., 0], tool, obj0)
-        if s.finger is not None and p.empty_gripper:
-            grasp = grasp * gripper_admits(s.finger, act[..., -1], tool, obj0, s.tool - obj_start[:, 0], p)
+        geo = (lambda t: t.detach()) if train else (lambda t: t)  # noqa: E731
+        gate = s.finger is not None and p.empty_gripper
+        admits = gripper_admits(s.finger, act[..., -1], geo(tool), geo(obj0), s.tool - obj_start[:, 0], p) if gate else None
+        if train:  # in log space, as the loss reads it
+            log_grasp = F.logsigmoid(out[..., 0]) + F.logsigmoid(self.hold_logit(tool.detach(), obj0.detach()))
+            if gate:
+                log_grasp = log_grasp + admits.clamp_min(1e-12).log()
+            grasp = log_grasp.exp()
+        else:
+            grasp = self.grasp_prob(out[..., 0], tool, obj0)
+            if gate:
+                grasp = grasp * admits
         if p.lift:
             obj0 = lift_gate(obj0, obj_start[:, 0], grasp, p)
             pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
-        collision = torch.sigmoid(out[..., 1] + self.contact_logit(tool))
-        reward, success = self.outcomes(tool, obj0, s.goal, grasp, temb[None])
-        return Imagined(zs, reward, torch.sigmoid(success), grasp, collision, pos, tool)
+        collision_logit = out[..., 1] + self.contact_logit(geo(tool))
+        reward, success = self.outcomes(geo(tool), geo(obj0), s.goal, geo(grasp), temb[None])
+        imagined = Imagined(zs, reward, torch.sigmoid(success), grasp, torch.sigmoid(collision_logit), pos, tool)
+        if not train:
+            return imagined
+        return imagined, {"heads": out, "moved_logit": moved_logits, "collision_logit": collision_logit,
+                          "success_logit": success, "log_grasp": log_grasp}
 
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
