@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
-from robotworld.model.priors import Priors
+from robotworld.model.priors import PLANNING, Priors
 from robotworld.planning.costs import CostWeights
 from robotworld.planning.planner import PLANNER_PRESETS, PlannerConfig, planner_config
 from robotworld.policy import Scene
@@ -41,8 +41,9 @@ class MPCConfig:
     """Search settings (``planner_config(preset, ...)``; the gripper as the switch)."""
     weights: CostWeights = field(default_factory=CostWeights)
     """How the imagined outcomes add up to one cost; weight 0 turns a term off."""
-    priors: Priors = DEFAULT_PRIORS
-    """The structural priors imagination applies (``robotworld.model.priors``)."""
+    priors: Priors = PLANNING
+    """The structural priors imagination applies (``robotworld.model.priors.PLANNING``: every
+    one but touch, which the data made unnecessary)."""
     device: str = "auto"
     """auto, cpu or cuda."""
 
@@ -93,7 +94,7 @@ def mpc_config(name: str = "mpc:default", seed: int | None = None, preset: str =
     head = name.split(",")[0]
     checkpoint = head[4:] if head.startswith("mpc:") else head
     planner, weights, prior_fields = mpc_options(name)
-    priors = Priors(**prior_fields)
+    priors = replace(PLANNING, **prior_fields)  # switches given on the command line override PLANNING's
     switch = gripper_switch(5, priors)
     if planner.get("switch_dim", 0) < 0:
         switch["switch_snap"] = False
@@ -121,7 +122,12 @@ class MPCPolicy:
         if cfg.planner.switch_dim >= self.model.spec.action_dim:
             raise ValueError(f"switch_dim = {cfg.planner.switch_dim}: the world model has "
                              f"{self.model.spec.action_dim} action dimensions")
-        self.cost = WorldModelCost(self.model, cfg.weights, cfg.priors)
+        arm = None
+        if cfg.weights.arm:  # the whole-arm term: the learned predictor on the IK path
+            from robotworld.planning.costs import arm_collision
+
+            arm = arm_collision(self.device)
+        self.cost = WorldModelCost(self.model, cfg.weights, cfg.priors, arm)
         self.planner_cfg = cfg.planner
         self.planner = self.batch_planner = None
         self.task = None

@@ -63,7 +63,11 @@ class EvalResult:
     """Fraction of episodes in which the object was held (``is_grasped``) at some step: with
     the success rate, it tells a plan that never grasps from one that drops what it held."""
     per_episode: list[dict] = field(default_factory=list)
-    """One entry per episode, in seed order: seed, success, steps, collision_steps, grasp_steps."""
+    """One entry per episode, in seed order: seed, success, steps, collision_steps, grasp_steps,
+    link_contact_steps."""
+    link_contacts_per_episode: float = 0.0
+    """Mean number of steps per episode in which an arm link (link1-link7, not the hand or the
+    fingers) touched the table or an obstacle: what the whole-arm cost term is for."""
 
 
 def file_name(text: str) -> str:
@@ -92,18 +96,20 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
 
 
 def run_episode(env, policy: Policy, seed: int, record: bool = False):
-    """One episode. Returns (success, collision steps, steps, frames, grasp steps)."""
+    """One episode. Returns (success, collision steps, steps, frames, grasp steps, link contact
+    steps: those where an arm link, not the gripper, touched the table or an obstacle)."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed, Scene.of(env))
     frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
     success = False
-    steps = collisions = held = 0
+    steps = collisions = held = links = 0
     done = False
     while not done:
         for a in policy.act(obs):
             obs, _, terminated, truncated, info = env.step(a)
             steps += 1
             collisions += bool(info["collision"])
+            links += bool(info["collision"]) and env.unwrapped.physics.link_contact()
             held += bool(info.get("is_grasped", False))
             success |= bool(info["is_success"])
             if record:
@@ -111,7 +117,7 @@ def run_episode(env, policy: Policy, seed: int, record: bool = False):
             done = terminated or truncated
             if done:
                 break
-    return success, collisions, steps, frames, held
+    return success, collisions, steps, frames, held, links
 
 
 def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
@@ -143,8 +149,8 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
-        ok, n_hits, steps, frames, held = run_episode(env, policy, cfg.seed + k, record)
-        rows.append((int(ok), n_hits, steps, held))
+        ok, n_hits, steps, frames, held, links = run_episode(env, policy, cfg.seed + k, record)
+        rows.append((int(ok), n_hits, steps, held, links))
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{file_name(cfg.policy)}_seed{cfg.seed + k}.mp4"
             write_video(frames, path)
@@ -154,8 +160,8 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
     return _result(cfg, rows, videos)
 
 
-def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int]], videos: list[str]) -> EvalResult:
-    """rows: (success, collision steps, steps, grasp steps) per episode, in seed order."""
+def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int, int]], videos: list[str]) -> EvalResult:
+    """rows: (success, collision steps, steps, grasp steps, link contact steps) per episode, in seed order."""
     wins = sum(r[0] for r in rows)
     lo, hi = wilson_interval(wins, cfg.episodes)
     return EvalResult(cfg.task, cfg.policy, cfg.sim, cfg.episodes,
@@ -164,7 +170,9 @@ def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int]], videos: list
                       float(np.mean([r[2] for r in rows])), videos,
                       sum(r[1] for r in rows) / cfg.episodes, sum(r[3] > 0 for r in rows) / cfg.episodes,
                       [{"seed": cfg.seed + k, "success": bool(ok), "steps": int(n), "collision_steps": int(c),
-                        "grasp_steps": int(g)} for k, (ok, c, n, g) in enumerate(rows)])
+                        "grasp_steps": int(g), "link_contact_steps": int(lk)}
+                       for k, (ok, c, n, g, lk) in enumerate(rows)],
+                      sum(r[4] for r in rows) / cfg.episodes)
 
 
 def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResult:
@@ -180,7 +188,7 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
     policy.reset_batch(Scene.of(env), E)
     episode: list[int | None] = [None] * E  # the episode each slot runs
     obs: list[dict] = [{}] * E
-    tally = np.zeros((E, 4), dtype=np.int64)  # success, collision steps, steps, grasp steps
+    tally = np.zeros((E, 5), dtype=np.int64)  # success, collision steps, steps, grasp steps, link contact steps
     done: dict[int, tuple[int, int, int, int]] = {}
     started = 0
     bar = tqdm(total=cfg.episodes, desc=f"{cfg.task}/{cfg.policy}/{cfg.sim} x{E}", disable=not cfg.progress,
@@ -205,7 +213,8 @@ def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResu
                 continue
             obs[e], _, terminated, truncated, info = envs[e].step(actions[e])
             tally[e] += (bool(info["is_success"]) and not tally[e, 0], bool(info["collision"]), 1,
-                         bool(info.get("is_grasped", False)))
+                         bool(info.get("is_grasped", False)),
+                         bool(info["collision"]) and envs[e].unwrapped.physics.link_contact())
             if terminated or truncated:
                 done[episode[e]] = tuple(int(v) for v in tally[e])
                 bar.update()

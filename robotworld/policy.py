@@ -29,12 +29,14 @@ class ActionScale:
     """Metres of tool motion per unit of a position action (``max_ee_step``)."""
     table_top: float = 0.0
     """Height of the table top (m)."""
+    control_dt: float = 0.05
+    """Seconds per control step (``1 / control_hz``): the joints' velocity limits hold over it."""
 
     @classmethod
     def of(cls, env) -> ActionScale:
         """The scale of a robotworld environment."""
         cfg = env.unwrapped.cfg
-        return cls(float(cfg.max_yaw_step), float(cfg.max_ee_step))
+        return cls(float(cfg.max_yaw_step), float(cfg.max_ee_step), 0.0, 1.0 / float(cfg.control_hz))
 
 
 @dataclass(frozen=True)

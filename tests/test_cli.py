@@ -81,7 +81,8 @@ def test_eval_reads_yaml_config(tmp_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["task"] == "lift" and res["mean_episode_steps"] == 7
-    assert res["per_episode"] == [{"seed": k, "success": False, "steps": 7, "collision_steps": 0, "grasp_steps": 0}
+    assert res["per_episode"] == [{"seed": k, "success": False, "steps": 7, "collision_steps": 0, "grasp_steps": 0,
+                                   "link_contact_steps": 0}
                                   for k in (0, 1)]
     assert res["grasp_rate"] == 0.0
 

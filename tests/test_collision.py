@@ -157,3 +157,72 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ctrain.CollisionCheckpointError, match="not a robotworld"):
         ctrain.load(tmp_path / "junk.pt")
+
+
+def _expert_run(seed: int = 1):
+    """Joints, tool positions, commanded yaw steps and Jacobians of a noisy-expert clutter episode."""
+    import sims
+    from policies import make_policy
+    from robotworld.policy import Scene
+
+    env = sims.make("pick_place_clutter")
+    pol = make_policy("noisy-expert", seed=seed)
+    obs, _ = env.reset(seed=seed)
+    pol.reset(seed, Scene.of(env))
+    q, tool, yaw, jac = [], [], [], []
+    done = False
+    while not done:
+        q.append(obs["proprio"][:7].copy())
+        tool.append(obs["proprio"][15:18].copy())
+        jac.append(env.unwrapped.physics.jacobian().copy())
+        a = pol.act(obs)[0]
+        yaw.append(float(np.clip(a[3], -1, 1)) * env.unwrapped.cfg.max_yaw_step)
+        obs, _, term, trunc, _ = env.step(a)
+        done = term or trunc
+    return [torch.tensor(np.array(v), dtype=torch.float32) for v in (q, tool, yaw, jac)], env
+
+
+def test_the_arm_path_follows_the_controller_in_physics():
+    """ArmPath's forward kinematics and Jacobian are MuJoCo's; run open loop for 8 steps from
+    the observed joints towards the tool positions physics reached, its joints stay within
+    0.15 rad and its tool within 1 cm of the arm's (the servo's lag is the difference)."""
+    from robotworld.collision.arm import ArmPath
+
+    (q, tool, yaw, jac), _ = _expert_run()
+    arm = ArmPath()
+    tcp, _, j = arm.tool(q)
+    assert float((tcp - tool).norm(dim=-1).max()) < 1e-5
+    torch.testing.assert_close(j, jac, atol=1e-5, rtol=0)
+    for s in range(0, len(q) - 9, 5):
+        path = arm.path(q[s:s + 1], tool[s + 1:s + 9, None], yaw[s:s + 8, None])[:, 0]
+        assert float((path - q[s + 1:s + 9]).abs().max()) < 0.15
+        assert float((arm.tool(path)[0] - tool[s + 1:s + 9]).norm(dim=-1).max()) < 0.01
+        assert ((path >= arm.q_lo - 1e-6) & (path <= arm.q_hi + 1e-6)).all()
+
+
+def test_the_whole_arm_term_agrees_with_the_exact_checker_on_imagined_configurations(checker):
+    """The predictor's world head without the table (what the planner's arm term reads) is the
+    full predictor's where no table contact is near; on joint paths through a box placed on a
+    real arm's path it flags the configurations the exact checker finds touching the box."""
+    from robotworld.collision.arm import ArmCollision
+
+    pred = ctrain.load("default")
+    (q, tool, yaw, _), _ = _expert_run()
+    arm = ArmCollision(pred)
+    g = torch.Generator().manual_seed(0)
+    H, S = 8, 256
+    q0 = q[:1]
+    # tool paths from the home pose towards random points over the table, past a tall box
+    start = tool[0]
+    ends = torch.tensor([0.35, -0.3, 0.06]) + torch.rand(1, S, 3, generator=g) * torch.tensor([0.35, 0.6, 0.2])
+    paths = start + torch.linspace(0.125, 1, H)[:, None, None] * (ends - start)
+    box = torch.tensor([[0.45, 0.0, 0.15, 0.03, 0.03, 0.15]])
+    joints = arm.joints(q0, paths, torch.zeros(H, S)).reshape(-1, 7)
+    exact = checker.check(joints.double().numpy(), box.double().numpy(), finger=robot.FINGER_MAX)["world"]
+    p = arm(q0, paths, torch.zeros(H, S), torch.full((H, S), robot.FINGER_MAX), box).reshape(-1)
+    assert exact.sum() > 30 and (~exact).sum() > 30, exact.sum()  # both kinds drawn
+    hit = (p > 0.5).numpy()
+    assert (hit & exact).sum() / exact.sum() > 0.95  # recall
+    assert (hit & exact).sum() / max(hit.sum(), 1) > 0.75  # precision
+    full = pred.logits(joints, box[None].expand(len(joints), -1, -1))[:, 1]
+    torch.testing.assert_close(pred.world_logits(joints, box, table=True), full)

@@ -250,7 +250,7 @@ def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
     x[:, :32, 4] = -1.0  # half the plans keep the gripper closed throughout
     x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # the others open, then close
     with torch.no_grad():
-        lean = wm.imagine(s, x, objects="first", time_major=True)
+        lean = wm.imagine(s, x, objects="first", time_major=True, priors=DEFAULT)
         ungated = wm.imagine(s, x, objects="first", time_major=True,
                              priors=dataclasses.replace(DEFAULT, empty_gripper=False))
     assert lean.grasp[:, :32].max() < 1e-3
@@ -729,3 +729,56 @@ def test_push_term_charges_a_closed_empty_gripper_kept_beside_the_object_only():
     assert charge[:, :2].min() > 0.99 and charge[:, 2:].max() < 0.01, charge
     assert push_charge(out, opened, empty).max() < 0.01
     assert push_charge(out, closed, holding).max() < 0.01
+
+
+def test_the_gripper_rules_as_cost_terms_charge_what_the_prior_would_deny():
+    """With the empty-gripper and centring priors off, imagination keeps the learned grasp; the
+    two decision-rule terms charge exactly the grasp the priors would have taken away."""
+    import dataclasses
+
+    import sims
+    from robotworld.model import load
+    from robotworld.model.priors import DEFAULT
+    from robotworld.model.world_model import FINGER
+    from robotworld.planning.costs import grasp_rule_charges
+
+    wm = load("default")
+    env = sims.make("lift")
+    obs, _ = env.reset(seed=1)
+    obs = dict(obs, proprio=obs["proprio"].copy())
+    obs["proprio"][FINGER] = 0.0  # closed on nothing
+    s = wm.encode(obs, task="lift")
+    x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x[:, :32, 4] = -1.0  # kept closed
+    x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # opened, then closed
+    free = dataclasses.replace(DEFAULT, empty_gripper=False, centring=False)
+    with torch.no_grad():
+        ungated = wm.imagine(s, x, objects="first", time_major=True, priors=free)
+        gated = wm.imagine(s, x, objects="first", time_major=True, priors=dataclasses.replace(free, empty_gripper=True,
+                                                                                               centring=True))
+        empty, off_centre = grasp_rule_charges(ungated, x, s, DEFAULT)
+    torch.testing.assert_close(empty + off_centre, ungated.grasp - gated.grasp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(empty[:, :32], ungated.grasp[:, :32], atol=1e-5, rtol=0)  # kept closed: all denied
+    assert (empty >= 0).all() and (off_centre >= 0).all()
+
+
+def test_the_whole_arm_term_charges_a_chunk_that_swings_the_arm_into_a_box():
+    """With an ArmCollision given, the scorer charges per step the predicted contact of the arm
+    (on the controller's IK path for the imagined tool) with a tall box the gripper never nears."""
+    import sims
+    from robotworld.model import load
+    from robotworld.planning.costs import ActionScale, CostWeights, Scorer, arm_collision
+
+    env = sims.make("reach")
+    obs, _ = env.reset(seed=0)
+    tool = obs["proprio"][15:18]
+    scorer = Scorer(load("default"), CostWeights(arm=1.0), arm=arm_collision())
+    chunks = np.zeros((2, 8, 5), np.float32)
+    chunks[0, :, 0], chunks[0, :, 2] = 1.0, -1.0  # forward and down: the forearm sweeps over the box
+    chunks[:, :, 4] = 1.0
+    box = [[tool[0] + 0.12, tool[1], 0.2, 0.03, 0.15, 0.2]]  # a tall wall in front of the tool
+    s = scorer.score(obs, chunks, "reach", boxes=box, scale=ActionScale.of(env))
+    assert s.terms["arm"].shape == (2, 8)
+    assert s.terms["arm"][0].sum() > 0.5 and s.terms["arm"][1].sum() == 0, s.terms["arm"]
+    no_box = scorer.score(obs, chunks, "reach", scale=ActionScale.of(env))
+    assert "arm" not in no_box.terms  # nothing to hit, nothing computed

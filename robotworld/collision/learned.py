@@ -125,6 +125,14 @@ class Kinematics(nn.Module):
                                            float(r[0])))
 
     def forward(self, q: torch.Tensor, finger: torch.Tensor) -> torch.Tensor:
+        rots, poss = self.frames(q, finger)
+        poses = torch.cat((rots, poss[..., None]), dim=-1)
+        return (poses.reshape(len(q), -1) @ self.points_of_poses).view(len(q), -1, 3)
+
+    def frames(self, q: torch.Tensor, finger: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World rotations (B, nb, 3, 3) and positions (B, nb, 3) of the ``ARM_BODIES``; body k
+        < 7 turns about its own z axis by q[:, k] (``robotworld.collision.arm`` reads the joint
+        axes and origins from here)."""
         c, s = torch.cos(q), torch.sin(q)
         rots: list[torch.Tensor] = []
         poss: list[torch.Tensor] = []
@@ -145,8 +153,7 @@ class Kinematics(nn.Module):
                 pos = pos + rot[..., 1] * (self.finger_sign[k] * finger)[:, None]
             rots.append(rot)
             poss.append(pos)
-        poses = torch.cat((torch.stack(rots, 1), torch.stack(poss, 1)[..., None]), dim=-1)
-        return (poses.reshape(len(q), -1) @ self.points_of_poses).view(len(q), -1, 3)
+        return torch.stack(rots, 1), torch.stack(poss, 1)
 
 
 def segment_distance(p1, q1, p2, q2, eps: float = 1e-9) -> torch.Tensor:
@@ -243,30 +250,51 @@ class CollisionPredictor(nn.Module):
     def features(self, q: torch.Tensor, obstacles: torch.Tensor, finger: torch.Tensor):
         """Distance features in cm: table (B, P), obstacles (B, K, P), self pairs (B, S)."""
         pts = self.kin(q, finger)  # (B, P, 3)
-        r = self.kin.radius
-        table = pts[..., 2] - r
-        centre, half = obstacles[..., None, :3], obstacles[..., None, 3:]  # (B|1, K, 1, 3)
-        out = ((pts[:, None] - centre).abs() - half).clamp_min(0.0)  # (B, K, P, 3)
-        obst = out.norm(dim=-1) - r
+        table, obst = self._world_features(pts, obstacles)
         every = torch.cat((self.base_ends.expand(len(q), -1, -1), pts), dim=1)
         p1, q1, p2, q2 = every[:, self.seg_idx].unbind(1)  # each (B, S, 3)
         gap = segment_distance(p1, q1, p2, q2) - self.seg_radii
-        return 100.0 * table, 100.0 * obst, (100.0 * gap).clamp_max(20.0)
+        return table, obst, (100.0 * gap).clamp_max(20.0)
 
-    def logits(self, q: torch.Tensor, obstacles: torch.Tensor | None = None,
-               finger: torch.Tensor | float = robot.FINGER_MAX) -> torch.Tensor:
-        """(B, 2) logits of self and world collision. obstacles: (K, 6) or (B, K, 6), K >= 0."""
+    def _world_features(self, pts: torch.Tensor, obstacles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key points (B, P, 3) to table (B, P) and obstacle (B, K, P) distance features, cm."""
+        r = self.kin.radius
+        centre, half = obstacles[..., None, :3], obstacles[..., None, 3:]  # (B|1, K, 1, 3)
+        out = ((pts[:, None] - centre).abs() - half).clamp_min(0.0)  # (B, K, P, 3)
+        return 100.0 * (pts[..., 2] - r), 100.0 * (out.norm(dim=-1) - r)
+
+    @staticmethod
+    def _scene(q: torch.Tensor, obstacles: torch.Tensor | None, finger: torch.Tensor | float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Obstacles as (B or 1, K, 6), K >= 0, and the finger opening as (B,)."""
         if obstacles is None or obstacles.shape[-2] == 0:
             obstacles = q.new_zeros((1, 0, OBSTACLE_DIM))
         if obstacles.dim() == 2:
             obstacles = obstacles[None]
         if not torch.is_tensor(finger):
             finger = q.new_full((len(q),), float(finger))
+        return obstacles, finger
+
+    def logits(self, q: torch.Tensor, obstacles: torch.Tensor | None = None,
+               finger: torch.Tensor | float = robot.FINGER_MAX) -> torch.Tensor:
+        """(B, 2) logits of self and world collision. obstacles: (K, 6) or (B, K, 6), K >= 0."""
+        obstacles, finger = self._scene(q, obstacles, finger)
         table, obst, pairs = self.features(q, obstacles, finger)
         world = self.table(table)
         if obst.shape[1]:
             world = torch.maximum(world, self.obstacle(obst).amax(dim=1))
         return torch.cat((self.self_(pairs), world), dim=1)
+
+    def world_logits(self, q: torch.Tensor, obstacles: torch.Tensor | None = None,
+                     finger: torch.Tensor | float = robot.FINGER_MAX, table: bool = True) -> torch.Tensor:
+        """(B,) logits that the arm or gripper touches the obstacles (and, with table, the
+        table), without the self-collision head (``logits``' second column when table)."""
+        obstacles, finger = self._scene(q, obstacles, finger)
+        table_f, obst = self._world_features(self.kin(q, finger), obstacles)
+        world = self.table(table_f)[:, 0] if table else q.new_full((len(q),), -30.0)
+        if obst.shape[1]:
+            world = torch.maximum(world, self.obstacle(obst).amax(dim=1)[:, 0])
+        return world
 
     def forward(self, q, obstacles=None, finger=robot.FINGER_MAX) -> dict[str, torch.Tensor]:
         p = torch.sigmoid(self.logits(q, obstacles, finger))

@@ -1,6 +1,7 @@
-"""Decide: sampling-based MPC (MPPI, CEM) over batched costs such as the world model's."""
+"""Decide: the scoring service and sampling-based MPC (MPPI, CEM) over its batched cost."""
 
-from robotworld.planning.costs import CostWeights, WorldModelCost
+from robotworld.planning.costs import ActionScale, CostWeights, Scorer, Scores, WorldModelCost
 from robotworld.planning.planner import PLANNER_PRESETS, Planner, PlannerConfig, planner_config
 
-__all__ = ["PLANNER_PRESETS", "CostWeights", "Planner", "PlannerConfig", "WorldModelCost", "planner_config"]
+__all__ = ["PLANNER_PRESETS", "ActionScale", "CostWeights", "Planner", "PlannerConfig", "Scorer", "Scores",
+           "WorldModelCost", "planner_config"]

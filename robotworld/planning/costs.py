@@ -11,16 +11,17 @@ Every term is named and weighted in ``CostWeights``; weight 0 turns it off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from robotworld.model.priors import DEFAULT as DEFAULT_PRIORS
-from robotworld.model.priors import Priors, commanded_opening
+from robotworld.model.priors import PLANNING, Priors, commanded_opening, gripper_admits
 from robotworld.policy import ActionScale
 from sims import robot
+from sims.physics import FLAT_TCP_QUAT
 from sims.tasks import GOAL_OF
 
 if TYPE_CHECKING:
@@ -102,6 +103,21 @@ above it (the fingertips, 1 cm below the tool point, then reach below the top of
 object)."""
 
 
+def grasp_rule_charges(out: Imagined, x: torch.Tensor, start: Start, p: Priors = DEFAULT_PRIORS
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per step, how much imagined grasp the gripper rules deny (``CostWeights.empty_grasp`` and
+    ``off_centre_grasp``): the imagined grasp probability times one minus
+    ``priors.gripper_admits`` without its centring factor (a closed, empty gripper that was not
+    opened and closed again), and times the part that only the centring factor takes away (a
+    close with the tool off the object's centre). out: imagined outcomes, time-major; x: (H, S,
+    A); start: the situation's start (its observed finger and tool). -> two (H, S)"""
+    obj = out.object_pos[..., 0, :]
+    offset = start.tool - start.objects[:, 0]
+    plain = gripper_admits(start.finger, x[..., -1], out.tool_pos, obj, offset, replace(p, centring=False))
+    centred = gripper_admits(start.finger, x[..., -1], out.tool_pos, obj, offset, replace(p, centring=True))
+    return out.grasp * (1 - plain), out.grasp * (plain - centred).clamp_(min=0)
+
+
 def push_charge(out: Imagined, x: torch.Tensor, finger: torch.Tensor, p: Priors = DEFAULT_PRIORS) -> torch.Tensor:
     """Per step, soft 0/1 that a gripper observed closed on nothing is kept commanded closed
     beside the imagined first object (``CostWeights.push``). out: imagined outcomes, time-major
@@ -117,10 +133,8 @@ def push_charge(out: Imagined, x: torch.Tensor, finger: torch.Tensor, p: Priors 
 
 def tool_yaw_of(proprio: torch.Tensor) -> torch.Tensor:
     """Tool yaw (rad) from observed proprio (..., 22): the angle about world z of the x axis of
-    the tool orientation quaternion (w, x, y, z) at ``world_model.TOOL_QUAT``."""
-    from robotworld.model.world_model import TOOL_QUAT
-
-    w, x, y, z = proprio[..., TOOL_QUAT].unbind(-1)
+    the tool orientation quaternion (w, x, y, z) at ``sims.physics.FLAT_TCP_QUAT``."""
+    w, x, y, z = proprio[..., FLAT_TCP_QUAT].unbind(-1)
     return torch.atan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z))
 
 
@@ -139,13 +153,13 @@ class CostWeights:
     action with the gripper closed above the same action open by 0.88 on average (in 84% of
     them). At weight 1 the planner closed the gripper on its way to the object and pushed it
     instead (pick_place_clutter, 256 x 8 x 4: 12 of 50 against 26 of 50 at weight 0; lift
-    unchanged, 39 and 40 of 50; BENCHMARKS.md)."""
+    unchanged, 39 and 40 of 50; docs/experiments.md)."""
     collision: float = 3.0
     """Weight of the summed collision probability above ``collision_floor`` (a cost); 0 turns
     collision avoidance off. Weight 5 priced out a grasp near the table on lift, before the
     floor. With the Q value off, weights 1, 2 and 3 gave the same 26 of 50 successes on
     pick_place_clutter (256 x 8 x 4, seeds 0-49) at 15.1, 11.5 and 6.6 steps in contact per
-    episode, and lift kept 40 of 50 at 3 (BENCHMARKS.md)."""
+    episode, and lift kept 40 of 50 at 3 (docs/experiments.md)."""
     collision_floor: float = 0.25
     """Imagined collision probability that costs nothing: a step is charged for what exceeds it,
     rescaled to [0, 1]. The expert, which never touches anything, grasps with the tool 1.5-2.5
@@ -185,12 +199,33 @@ class CostWeights:
     imagined tool within ``PUSH_XY`` across and ``PUSH_Z`` above the imagined first object is
     charged (soft 0/1). That is pushing: after a grasp that missed, plans moved the closed
     fingers about beside a cylinder and tipped it over. Not charged on reach (no object)."""
+    empty_grasp: float = 0.0
+    """Weight of imagined grasp by a gripper that could not have grasped (a cost): observed
+    closed on nothing, and not opened and closed again in the plan (``grasp_rule_charges``).
+    The decision-rule form of ``Priors.empty_gripper``, for imagination without that prior:
+    the planner otherwise plans a closed, empty gripper beside the object that the model
+    imagines holding it (lift 62 of 100 without the rule in either place)."""
+    off_centre_grasp: float = 0.0
+    """Weight of imagined grasp by a close with the tool off the object's centre (a cost;
+    ``grasp_rule_charges``): the decision-rule form of ``Priors.centring``."""
+    arm: float = 0.0
+    """Weight of the whole arm's contact probability with the obstacle boxes (a cost): the
+    learned collision predictor read on the joint path that the controller's IK gives for the
+    imagined tool path (``robotworld.collision.arm``). The gripper-only ``obstacle`` term does
+    not see a forearm or elbow swinging into a tall box. Charged above ``arm_floor``, rescaled
+    to [0, 1]; needs an ``ArmCollision`` given to the cost (MPC builds one when the weight is
+    set). Off by default, since it doubles a fast plan's time on two CPU cores; turn it on where
+    obstacles stand tall enough for the forearm (``configs/eval_clutter_tall.yaml``:
+    BENCHMARKS.md, "Closed loop")."""
+    arm_floor: float = 0.25
+    """Predicted arm contact probability that costs nothing (as ``collision_floor``)."""
     gamma: float = 0.95
     """Discount over the horizon."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.collision_floor < 1.0:
-            raise ValueError(f"collision_floor = {self.collision_floor}: expected 0 <= collision_floor < 1")
+        for name in ("collision_floor", "arm_floor"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} = {getattr(self, name)}: expected 0 <= {name} < 1")
         for name in ("obstacle_margin", "table_clearance"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} = {getattr(self, name)}: expected a positive distance in metres")
@@ -216,6 +251,8 @@ class Situation(NamedTuple):
     """Obstacles: (K, 6) shared, or (E, K, 6) one set per environment; None: none."""
     task: str
     scale: ActionScale
+    joints: torch.Tensor | None = None
+    """(E, 7) observed joint positions (for the whole-arm term)."""
 
     @property
     def envs(self) -> int:
@@ -244,21 +281,25 @@ def situation(model: Any, obs: dict, task: str, boxes=None, scale: ActionScale |
     b = obstacle_boxes(boxes, start.latent.device)
     if b is not None and b.dim() == 3 and b.shape[0] != start.batch:
         raise ValueError(f"obstacles for {b.shape[0]} environments, observations of {start.batch}")
-    return Situation(start, tool_yaw_of(proprio.reshape(-1, proprio.shape[-1])), b, task, scale or ActionScale())
+    proprio = proprio.reshape(-1, proprio.shape[-1])
+    return Situation(start, tool_yaw_of(proprio), b, task, scale or ActionScale(), proprio[:, :7])
 
 
-def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, priors: Priors = DEFAULT_PRIORS
-               ) -> tuple[Imagined, dict[str, torch.Tensor]]:
+def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, priors: Priors | None = None,
+               arm: Any = None) -> tuple[Imagined, dict[str, torch.Tensor]]:
     """Imagine S action sequences from the situation and charge every step, unweighted.
 
     Args:
         x: (H, S, A) time-major; with E environments, environment e's sequences in columns
             e * S / E .. (e + 1) * S / E - 1, each imagined from its own start.
+        priors: the priors imagination applies; None: the model's own (``ModelConfig.priors``).
+            The gripper terms read their thresholds from it (or from the defaults).
     Returns:
         The imagined outcomes (time-major, first object only) and per-step terms (H, S) by name:
         reward and success (gains), collision (probability above the floor, rescaled),
-        progress (m still to go), obstacle, table and push (charges); the last three only
-        where they apply (boxes given, weight set, an object task with an observed finger).
+        progress (m still to go), obstacle, table, push and arm (charges); the last four only
+        where they apply (boxes given, weight set, an object task with an observed finger, an
+        ``ArmCollision`` given as ``arm``).
     """
     H, S, A = x.shape
     if A != model.spec.action_dim:
@@ -266,14 +307,16 @@ def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, prio
     E = sit.envs
     if S % E:
         raise ValueError(f"{S} sequences do not split evenly over the {E} observed environments")
-    start, yaw, boxes = sit.start, sit.yaw, sit.boxes
+    start, yaw, boxes, joints = sit.start, sit.yaw, sit.boxes, sit.joints
     if boxes is not None and boxes.dim() == 3 and E == 1:
         boxes = boxes[0]
     if E > 1:  # each environment's start, once per sequence of its own
         start, yaw = start.repeat(S // E), yaw.repeat_interleave(S // E, 0)
+        joints = None if joints is None else joints.repeat_interleave(S // E, 0)
         if boxes is not None and boxes.dim() == 3:  # (E, K, 6): each environment's own
             boxes = boxes.repeat_interleave(S // E, 0)
     out = model.imagine(start, x, objects="first", time_major=True, priors=priors)
+    limits = priors or DEFAULT_PRIORS  # the openings and offsets the gripper terms read
     terms = {"reward": out.reward, "success": out.success,
              "collision": ((out.collision - w.collision_floor) / (1 - w.collision_floor)).clamp_(min=0)}
     if w.progress:
@@ -283,11 +326,18 @@ def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, prio
     if w.table:
         terms["table"] = table_charge(start.tool[:, 2], out.tool_pos, x, sit.scale, w.table_clearance)
     if w.push and GOAL_OF[sit.task] == "object" and start.finger is not None:
-        terms["push"] = push_charge(out, x, start.finger, priors)
+        terms["push"] = push_charge(out, x, start.finger, limits)
+    if (w.empty_grasp or w.off_centre_grasp) and GOAL_OF[sit.task] == "object" and start.finger is not None:
+        terms["empty_grasp"], terms["off_centre_grasp"] = grasp_rule_charges(out, x, start, limits)
+    if w.arm and arm is not None and boxes is not None and joints is not None:
+        opening = (x[..., -1].clamp(-1, 1) + 1) * (robot.FINGER_MAX / 2)
+        p = arm(joints, out.tool_pos, x[..., 3].clamp(-1, 1) * sit.scale.yaw_step, opening, boxes,
+                sit.scale.control_dt)
+        terms["arm"] = ((p - w.arm_floor) / (1 - w.arm_floor)).clamp_(min=0)
     return out, terms
 
 
-CHARGES = ("progress", "obstacle", "table", "push")
+CHARGES = ("progress", "obstacle", "table", "push", "arm", "empty_grasp", "off_centre_grasp")
 """The per-step charges beyond collision, in the order ``total_cost`` adds them."""
 
 
@@ -357,8 +407,9 @@ class WorldModelCost:
     The situation is the one piece of state, set explicitly by observe and set_scene.
     """
 
-    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors = DEFAULT_PRIORS) -> None:
-        self.model, self.w, self.priors = model, weights or CostWeights(), priors
+    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors | None = PLANNING,
+                 arm: Any = None) -> None:
+        self.model, self.w, self.priors, self.arm = model, weights or CostWeights(), priors, arm
         self.situation: Situation | None = None
         self.boxes: torch.Tensor | None = None
         self.scale = ActionScale()
@@ -380,7 +431,7 @@ class WorldModelCost:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.situation is None:
             raise RuntimeError("call observe(obs, task) before planning")
-        out, terms = step_terms(self.model, self.situation, x, self.w, self.priors)
+        out, terms = step_terms(self.model, self.situation, x, self.w, self.priors, self.arm)
         return total_cost(self.model, self.situation, out, terms, x, self.w)
 
 
@@ -408,11 +459,14 @@ class Scorer:
     Args:
         model: a WorldModel.
         weights: how the terms add up to one cost (``CostWeights``).
-        priors: the structural priors imagination applies (``robotworld.model.priors``).
+        priors: the structural priors imagination applies (``robotworld.model.priors``; the
+            planner's ``PLANNING`` by default); None: the model's own, those it was trained with.
+        arm: an ``ArmCollision`` for the whole-arm term (``arm_collision(device)``), or None.
     """
 
-    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors = DEFAULT_PRIORS) -> None:
-        self.model, self.w, self.priors = model, weights or CostWeights(), priors
+    def __init__(self, model: Any, weights: CostWeights | None = None, priors: Priors | None = None,
+                 arm: Any = None) -> None:
+        self.model, self.w, self.priors, self.arm = model, weights or CostWeights(), priors, arm
 
     @torch.no_grad()
     def score(self, obs: dict, chunks, task: str, boxes=None, scale: ActionScale | None = None) -> Scores:
@@ -441,10 +495,19 @@ class Scorer:
         if sit.envs != 1:
             raise ValueError("score() takes one observation; score each of a batch on its own")
         x = c.transpose(0, 1)  # (H, k, A)
-        out, terms = step_terms(self.model, sit, x, self.w, self.priors)
+        out, terms = step_terms(self.model, sit, x, self.w, self.priors, self.arm)
         cost = total_cost(self.model, sit, out, terms, x, self.w)
         b = sit.boxes[0] if sit.boxes is not None and sit.boxes.dim() == 3 else sit.boxes
         terms["clearance"] = (torch.full_like(out.reward, float("inf")) if b is None
                               else clearance(out.tool_pos, x, sit.yaw, b, sit.scale))
         imagined = type(out)(*(t.transpose(0, 1) for t in out))
         return Scores(cost, {k: v.T for k, v in terms.items()}, imagined)
+
+
+def arm_collision(device: torch.device | str = "cpu", checkpoint: str = "default") -> Any:
+    """The whole-arm term's predictor: the shipped learned collision predictor (or another
+    checkpoint) on the controller's IK path, ready for ``WorldModelCost`` and ``Scorer``."""
+    from robotworld.collision.arm import ArmCollision
+    from robotworld.collision.train import load
+
+    return ArmCollision(load(checkpoint, device)).to(device)

@@ -57,7 +57,7 @@ class PlannerConfig:
     switch_to: str = "both"
     """Which held proposals ``switch_dim`` adds: both (its low and its high bound), low or high.
     MPC on lift holds the gripper open only ('high'): with both, the closed proposal was taken
-    before the tool was over the object (BENCHMARKS.md)."""
+    before the tool was over the object (docs/experiments.md)."""
     switch_snap: bool = False
     """Return ``switch_dim`` at a bound, not the mean: its high bound where the refined mean is
     at or above ``switch_threshold``, its low bound below. The search keeps the continuous mean
@@ -97,7 +97,7 @@ class PlannerConfig:
 # iterations, about 98k imagined steps a plan, at control rate on a GPU (4.3 ms on one H200,
 # compiled) and 0.4-0.6 s on two CPU cores. "fast" plans at control rate on two CPU cores
 # (p95 37-48 ms eager, 21 ms compiled) and succeeds as often closed loop on reach, lift and
-# clutter (BENCHMARKS.md, Planner, "The fast preset" and "The shipped code, fifth session").
+# clutter (docs/experiments.md, Planner, "The fast preset" and "The shipped code, fifth session").
 PLANNER_PRESETS: dict[str, dict[str, int]] = {
     "full": {"samples": 1024, "horizon": 16, "iterations": 6},
     "fast": {"samples": 128, "horizon": 8, "iterations": 3},
