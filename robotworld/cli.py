@@ -74,7 +74,9 @@ def eval_policy(cfg):
     replays the same alone; batched, the planner's noise is shared and drawn from the run's
     first seed."""
     from policies import make_policy
+    from robotworld.device import pick_device
 
+    pick_device(cfg.device)  # refused up front, whichever policy reads it
     return make_policy(cfg.policy, seed=cfg.seed if cfg.batch > 1 else 0, device=cfg.device)
 
 

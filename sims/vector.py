@@ -104,7 +104,7 @@ class ThreadedVectorEnv:
 
     MuJoCo releases the GIL inside ``mj_step``, so the copies' physics runs on all cores while
     the light Python (controller, observation) runs on one: on two cores this beats one
-    process per copy, whose pipes cost more than the physics they parallelise (BENCHMARKS.md).
+    process per copy, whose pipes cost more than the physics they parallelise (docs/experiments.md).
     Finished episodes are reset in place (the returned observation is the new episode's first;
     ``infos[i]["final_info"]`` holds the finished episode's last info).
     """
