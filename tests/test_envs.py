@@ -299,7 +299,11 @@ def test_link_contact_tells_an_arm_link_from_the_gripper():
     """``link_contact`` (what evaluation counts as arm-link contact steps) is False after a
     reset in both engines, True in MuJoCo with an obstacle moved onto the elbow, and False with
     it moved onto the gripper, where ``collision`` is still True."""
+    import dataclasses
+
     import mujoco
+
+    from sims.physics import ObstacleSpec
 
     for sim in ("mujoco", "pybullet"):
         env = sims.make("pick_place_clutter", sim=sim)
@@ -310,10 +314,6 @@ def test_link_contact_tells_an_arm_link_from_the_gripper():
     env.reset(seed=0)
     ph = env.unwrapped.physics
     m, d = ph.model, ph.data
-    g = m.geom("obstacle0").id
-    import dataclasses
-
-    from sims.physics import ObstacleSpec
 
     ep = env.unwrapped.episode
     finger = [i for i in range(m.ngeom) if m.geom_bodyid[i] == m.body("finger_left").id][0]

@@ -56,6 +56,7 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
 
     from robotworld.device import pick_device
     from robotworld.model import checkpoint as ckpt
+    from robotworld.model.priors import PLANNING
     from robotworld.model.train import Objective, TrainConfig
     from robotworld.model.world_model import PRESETS, ModelSpec, Start, WorldModel, model_config
 
@@ -73,7 +74,8 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
     acts = (torch.rand(cfg.batch, cfg.horizon, spec.action_dim, generator=g) * 2 - 1).to(device)
     temb = model.task_emb(torch.zeros(cfg.batch, dtype=torch.long, device=device))
     B, N = cfg.batch, spec.max_objects
-    # every sequence from its own start, with an observed finger: the whole path, every gate on
+    # every sequence from its own start, with an observed finger: the whole path, with the priors
+    # the planner imagines with
     ctx = Start(z, temb, torch.zeros_like(temb), (torch.rand(B, N, 3, generator=g) * 0.1 + 0.45).to(device),
                 torch.full((B, 3), 0.5, device=device), torch.full((B, 3), 0.45, device=device),
                 torch.full((B,), 0.08, device=device))
@@ -84,12 +86,12 @@ def bench_imagine(cfg: ImagineBenchConfig) -> dict:
         compiles in the first)."""
         with torch.inference_mode():
             for _ in range(3):
-                imagine(ctx, acts)
+                imagine(ctx, acts, priors=PLANNING)
             sync()
             out = []
             for _ in range(cfg.iters):
                 t0 = time.perf_counter()
-                imagine(ctx, acts)
+                imagine(ctx, acts, priors=PLANNING)
                 sync()
                 out.append(time.perf_counter() - t0)
         return out
