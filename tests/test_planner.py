@@ -229,15 +229,12 @@ def test_lean_imagination_matches_imagine():
     torch.testing.assert_close(per_sample.collision, lean.collision, atol=1e-6, rtol=1e-5)
 
 
-def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
-    """The gripper gates: from a closed, empty gripper at the cube, a plan that keeps it
-    closed is imagined holding nothing and the cube not rising; one that opens first may grasp.
-    Without the empty-gripper prior, grasp is only ever higher."""
-    import dataclasses
-
+def _closed_empty_gripper_plans():
+    """The shipped model, the start of a lift episode with the gripper closed on nothing, and
+    64 plans of 12 steps (H, S, A): the first 32 keep the gripper closed, the others open it for
+    three steps, then close it."""
     import sims
     from robotworld.model import load
-    from robotworld.model.priors import DEFAULT
     from robotworld.model.world_model import FINGER
 
     wm = load("default")
@@ -245,10 +242,21 @@ def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
     obs, _ = env.reset(seed=1)
     obs = dict(obs, proprio=obs["proprio"].copy())
     obs["proprio"][FINGER] = 0.0  # closed on nothing
-    s = wm.encode(obs, task="lift")
     x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    x[:, :32, 4] = -1.0  # half the plans keep the gripper closed throughout
-    x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # the others open, then close
+    x[:, :32, 4] = -1.0
+    x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)
+    return wm, wm.encode(obs, task="lift"), x
+
+
+def test_a_closed_empty_gripper_grasps_nothing_until_it_opens():
+    """The gripper gates: from a closed, empty gripper at the cube, a plan that keeps it
+    closed is imagined holding nothing and the cube not rising; one that opens first may grasp.
+    Without the empty-gripper prior, grasp is only ever higher."""
+    import dataclasses
+
+    from robotworld.model.priors import DEFAULT
+
+    wm, s, x = _closed_empty_gripper_plans()
     with torch.no_grad():
         lean = wm.imagine(s, x, objects="first", time_major=True, priors=DEFAULT)
         ungated = wm.imagine(s, x, objects="first", time_major=True,
@@ -736,21 +744,10 @@ def test_the_gripper_rules_as_cost_terms_charge_what_the_prior_would_deny():
     two decision-rule terms charge exactly the grasp the priors would have taken away."""
     import dataclasses
 
-    import sims
-    from robotworld.model import load
     from robotworld.model.priors import DEFAULT
-    from robotworld.model.world_model import FINGER
     from robotworld.planning.costs import grasp_rule_charges
 
-    wm = load("default")
-    env = sims.make("lift")
-    obs, _ = env.reset(seed=1)
-    obs = dict(obs, proprio=obs["proprio"].copy())
-    obs["proprio"][FINGER] = 0.0  # closed on nothing
-    s = wm.encode(obs, task="lift")
-    x = torch.rand(12, 64, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    x[:, :32, 4] = -1.0  # kept closed
-    x[:, 32:, 4] = torch.where(torch.arange(12)[:, None] < 3, 1.0, -1.0)  # opened, then closed
+    wm, s, x = _closed_empty_gripper_plans()
     free = dataclasses.replace(DEFAULT, empty_gripper=False, centring=False)
     with torch.no_grad():
         ungated = wm.imagine(s, x, objects="first", time_major=True, priors=free)
