@@ -576,7 +576,7 @@ class WorldModel(nn.Module):
         if train:  # in log space, as the loss reads it
             log_grasp = F.logsigmoid(out[..., 0]) + F.logsigmoid(self.hold_logit(tool.detach(), obj0.detach()))
             if gate:
-                log_grasp = log_grasp + admits.clamp_min(1e-12).log()
+                log_grasp = log_grasp + admits.clamp_min(1e-4).log()  # a bounded loss where the rule and a label disagree
             grasp = log_grasp.exp()
         else:
             grasp = self.grasp_prob(out[..., 0], tool, obj0)
