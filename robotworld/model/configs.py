@@ -68,5 +68,6 @@ class WorldModelEvalConfig:
     device: str = "auto"
     """auto, cpu or cuda."""
     priors: str = "planning"
-    """Structural priors applied while imagining: planning (what MPC imagines with), all, none,
-    or all but some, e.g. -touch,-lift (robotworld.model.priors; the ablation in BENCHMARKS.md)."""
+    """Structural priors applied while imagining: planning (what MPC imagines with), model (those
+    the model was trained with), all, none, or all but some, e.g. -touch,-lift
+    (robotworld.model.priors; the ablation in BENCHMARKS.md)."""

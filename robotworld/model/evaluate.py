@@ -77,7 +77,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     from robotworld.paths import writable_dir
 
     device = pick_device(cfg.device)
-    priors = priors_mod.parse(cfg.priors)
+    priors = None if cfg.priors.strip().lower() == "model" else priors_mod.parse(cfg.priors)  # None: the model's own
     if cfg.windows < 1:
         raise ValueError(f"windows = {cfg.windows}: expected at least 1")
     out_dir = writable_dir(cfg.out, "output directory")
