@@ -468,7 +468,7 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
     with torch.no_grad():
         plain = wm.imagine(start, acts)
     traced = wm.imagine(start, acts.clone().requires_grad_(True))
-    for a, b in zip(plain, traced):
+    for a, b in zip(plain[:-1], traced[:-1]):  # all but doubt (0.0: no ensemble)
         assert torch.equal(a, b.detach())
 
 

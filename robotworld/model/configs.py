@@ -45,6 +45,12 @@ class TrainConfig:
     """CPU threads for torch (0: torch's default)."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt: weights, optimizer, step count and sampler state."""
+    ensemble: int = -1
+    """Members of the grasp ensemble whose disagreement the planner can charge (0: none; -1:
+    the --init checkpoint's, 0 without one)."""
+    init: str = ""
+    """Fine-tune: start from this checkpoint's weights, sizes and normalisation ('default': the
+    shipped model) with a fresh optimizer and step count (--preset is then the checkpoint's)."""
     progress: bool = True
     """Show a progress bar."""
 

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,11 @@ class Batches:
 
 
 # ---- the loss ------------------------------------------------------------------------------------
+def _bce_of_log(log_p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of labels y against probabilities given as their logs."""
+    return -(y * log_p + (1 - y) * torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)))
+
+
 class Objective(nn.Module):
     """The training loss as a module's forward, so that DistributedDataParallel can wrap it."""
 
@@ -125,8 +130,8 @@ class Objective(nn.Module):
         # priors imagination applies (the model's own, ``ModelConfig.priors``)
         start = m.start_of(obs[:, 0], temb, iemb, latent=enc[:, 0])
         out, raw = m._imagine(start, act.transpose(0, 1), N, m.priors, train=True)
-        out = type(out)(*(t.transpose(0, 1) for t in out))  # batch-first
-        raw = {k: v.transpose(0, 1) for k, v in raw.items()}
+        out = out.swapped()  # batch-first
+        raw = {k: None if v is None else v.transpose(0, 1) for k, v in raw.items()}
         roll = out.latents[:, 1:]  # (B, H, L)
         w = (cfg.rho ** torch.arange(H, device=obs.device, dtype=torch.float32)) * mask  # (B, H)
         wsum = w.sum().clamp_min(1.0)
@@ -163,8 +168,16 @@ class Objective(nn.Module):
         # grasp: the head gated by the tool-object offset, on the true and the imagined offsets
         log_grasp = [F.logsigmoid(heads["grasp"]) + F.logsigmoid(m.hold_logit(true_tool[:, 1:], true_pos[:, :, 0])),
                      raw["log_grasp"]]
-        bce["grasp"] = sum(-((batch["grasp"] * lp + (1 - batch["grasp"]) * torch.log1p(-lp.exp().clamp(max=1 - 1e-6)))
-                             * w).sum() / wsum for lp in log_grasp)
+        bce["grasp"] = sum((_bce_of_log(lp, batch["grasp"]) * w).sum() / wsum for lp in log_grasp)
+        if raw["member_logits"] is not None:
+            # each member on its own bootstrap of the windows (each window counted 0 or 2 times),
+            # behind the same hold gate as the head (detached: the head's loss trains that)
+            ml = raw["member_logits"]  # (B, H, K)
+            boot = 2.0 * (torch.rand(B, 1, ml.shape[-1], device=obs.device) < 0.5)
+            hold = F.logsigmoid(m.hold_logit(true_tool[:, 1:], true_pos[:, :, 0])).detach()
+            lp = F.logsigmoid(ml) + hold[..., None]
+            nll = _bce_of_log(lp, batch["grasp"][..., None])
+            bce["members"] = (nll * boot * w[..., None]).sum() / (wsum * ml.shape[-1])
         # reward and success from geometry: on the true positions and grasp flag (a clean
         # function to learn), and on the imagined ones as imagine() feeds them (what it meets)
         r_true, s_true = m.outcomes(true_tool[:, 1:], true_pos[:, :, 0], goal, batch["grasp"], temb)
@@ -225,18 +238,36 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
     if cfg.resume and resume_body is None and rank == 0:
         print(f"no checkpoint at {latest}; starting a new run")
     dirs = [d.strip() for d in cfg.data.split(",") if d.strip()]
-    spec_in = resume_body["config"]["spec"] if resume_body else None
+    init = None
+    if cfg.init and not resume_body:
+        init = ckpt.load(ckpt.resolve(cfg.init), device)
+        members = init.cfg.ensemble if cfg.ensemble < 0 else cfg.ensemble
+        new_cfg = replace(init.cfg, priors=cfg.priors, ensemble=members)  # this run's loss and members
+        if members != init.cfg.ensemble:  # new members start from scratch; the rest as trained
+            fresh = WorldModel(init.spec, new_cfg).to(device)
+            kept = {k: v for k, v in init.state_dict().items() if not k.startswith("members.")}
+            missing, _ = fresh.load_state_dict(kept, strict=False)
+            assert all(k.startswith("members.") for k in missing), missing
+            init = fresh
+        init.cfg = new_cfg
+    spec_in = (resume_body["config"]["spec"] if resume_body else
+               asdict(init.spec) if init is not None else None)
     data = Batches(dirs, cfg.horizon, cfg.seed + 1000 * rank, cfg.holdout_every, "train",
                    spec_in["max_objects"] if spec_in else None)
     held = Batches(dirs, cfg.horizon, cfg.seed + 1, cfg.holdout_every, "held-out", data.max_objects)
     torch.manual_seed(cfg.seed)
     if resume_body:
         model = ckpt.load(latest, device).train()
+    elif init is not None:
+        model = init.train()
+        if data.action_dim != model.spec.action_dim:
+            raise ValueError(f"--init {cfg.init}: the model takes {model.spec.action_dim}-d actions, the data has "
+                             f"{data.action_dim}")
     else:
         mean, std = data.stats()
         spec = ModelSpec(proprio_dim=PROPRIO_DIM, max_objects=data.max_objects, action_dim=data.action_dim,
                          obs_mean=mean, obs_std=std)
-        model = WorldModel(spec, model_config(cfg.preset, priors=cfg.priors)).to(device)
+        model = WorldModel(spec, model_config(cfg.preset, priors=cfg.priors, ensemble=max(cfg.ensemble, 0))).to(device)
     objective = Objective(model, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0

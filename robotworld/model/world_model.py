@@ -82,6 +82,10 @@ class ModelConfig:
     """Size of the task and instruction embeddings."""
     num_q: int = 2
     """Members of the Q ensemble."""
+    ensemble: int = 0
+    """Members of the grasp ensemble (0: none): small grasp heads, each trained on its own
+    bootstrap of the windows, whose disagreement (``Imagined.doubt``) is large where training
+    never showed the model such a state; the planner can charge it (the ``doubt`` cost term)."""
     priors: str = "none"
     """The structural priors the model is trained with (``robotworld.model.priors.parse``:
     none, all, or all less some, e.g. -touch): applied in the training loss and by ``imagine``
@@ -94,6 +98,8 @@ class ModelConfig:
         from robotworld.model.priors import parse
 
         parse(self.priors)  # refused here, not at the first imagine
+        if self.ensemble < 0 or self.ensemble == 1:
+            raise ValueError(f"ensemble = {self.ensemble}: expected 0 (none) or at least 2 members")
         if self.latent_dim % self.simnorm_group:
             raise ValueError(f"latent_dim = {self.latent_dim} is not a multiple of simnorm_group = "
                              f"{self.simnorm_group}")
@@ -183,6 +189,11 @@ class Imagined(NamedTuple):
     collision: torch.Tensor  # (B, H)
     object_pos: torch.Tensor  # (B, H, N, 3), N = 1 with objects="first"
     tool_pos: torch.Tensor  # (B, H, 3)
+    doubt: torch.Tensor | float = 0.0  # (B, H): the grasp ensemble's spread (0.0 without one)
+
+    def swapped(self) -> Imagined:
+        """The other layout: batch-first from time-major, or the reverse."""
+        return Imagined(*(t.transpose(0, 1) if isinstance(t, torch.Tensor) else t for t in self))
 
     @property
     def last(self) -> torch.Tensor:
@@ -312,6 +323,8 @@ class WorldModel(nn.Module):
         self.q = nn.ModuleList(mlp(L + A + T, Hd, 1) for _ in range(cfg.num_q))
         # has object n moved since the start latent? (logits from the pair (z_0, z_t))
         self.moved = mlp(2 * L, Hd // 2, spec.max_objects, layers=1)
+        if cfg.ensemble:
+            self.members = Members(L + T, 32, cfg.ensemble)
         mean = torch.tensor(spec.obs_mean or [0.0] * spec.obs_dim, dtype=torch.float32)
         std = torch.tensor(spec.obs_std or [1.0] * spec.obs_dim, dtype=torch.float32)
         self.register_buffer("obs_mean", mean)
@@ -514,7 +527,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"{start.batch} starts for {B} action sequences: expected one, or one per sequence")
         out = self._imagine(start, act, 1 if objects == "first" else self.spec.max_objects,
                             self.priors if priors is None else priors)
-        return out if time_major else Imagined(*(t.transpose(0, 1) for t in out))
+        return out if time_major else out.swapped()
 
     def _imagine(self, s: Start, act: torch.Tensor, n: int, p: Priors, train: bool = False
                  ) -> Imagined | tuple[Imagined, dict[str, torch.Tensor]]:
@@ -573,25 +586,35 @@ class WorldModel(nn.Module):
         geo = (lambda t: t.detach()) if train else (lambda t: t)  # noqa: E731
         gate = s.finger is not None and p.empty_gripper
         admits = gripper_admits(s.finger, act[..., -1], geo(tool), geo(obj0), s.tool - obj_start[:, 0], p) if gate else None
+        hold = self.hold_logit(geo(tool), geo(obj0))
         if train:  # in log space, as the loss reads it
-            log_grasp = F.logsigmoid(out[..., 0]) + F.logsigmoid(self.hold_logit(tool.detach(), obj0.detach()))
+            log_grasp = F.logsigmoid(out[..., 0]) + F.logsigmoid(hold)
             if gate:
                 log_grasp = log_grasp + admits.clamp_min(1e-4).log()  # a bounded loss where the rule and a label disagree
             grasp = log_grasp.exp()
         else:
-            grasp = self.grasp_prob(out[..., 0], tool, obj0)
+            grasp = torch.sigmoid(out[..., 0]) * torch.sigmoid(hold)
             if gate:
                 grasp = grasp * admits
+        doubt, member_logits = 0.0, None
+        if self.cfg.ensemble:  # each member's grasp probability under the same gates
+            ml1 = self.members.first
+            share = torch.addmm(ml1.bias, temb, ml1.weight[:, L:].T)
+            member_logits = by_blocks(lambda r: self.members.out(self._with_share(r, ml1.weight[:, :L], share)),
+                                      block, rows).view(H, B, -1)
+            gates = torch.sigmoid(hold) * (admits if gate else 1.0)
+            doubt = (torch.sigmoid(member_logits) * gates.detach()[..., None]).std(-1)
         if p.lift:
             obj0 = lift_gate(obj0, obj_start[:, 0], grasp, p)
             pos = torch.cat((obj0[:, :, None], pos[:, :, 1:]), 2)
         collision_logit = out[..., 1] + self.contact_logit(geo(tool))
         reward, success = self.outcomes(geo(tool), geo(obj0), s.goal, geo(grasp), temb[None])
-        imagined = Imagined(zs, reward, torch.sigmoid(success), grasp, torch.sigmoid(collision_logit), pos, tool)
+        imagined = Imagined(zs, reward, torch.sigmoid(success), grasp, torch.sigmoid(collision_logit), pos, tool,
+                            doubt)
         if not train:
             return imagined
         return imagined, {"heads": out, "moved_logit": moved_logits, "collision_logit": collision_logit,
-                          "success_logit": success, "log_grasp": log_grasp}
+                          "success_logit": success, "log_grasp": log_grasp, "member_logits": member_logits}
 
     def rollout(self, z: torch.Tensor, actions: torch.Tensor, temb: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
@@ -654,6 +677,26 @@ class WorldModel(nn.Module):
             return torch.addmm(share, rows, weight.T)
         out = rows @ weight.T
         return out.view(-1, share.shape[0], out.shape[-1]).add_(share).view_as(out)
+
+
+class Members(nn.Module):
+    """k small MLPs of one hidden layer evaluated as one: a shared first product (each member
+    its own columns), SiLU, and each member's own output weights. (R, inp) -> (R, k) logits."""
+
+    def __init__(self, inp: int, hidden: int, k: int) -> None:
+        super().__init__()
+        self.k, self.hidden = k, hidden
+        self.first = nn.Linear(inp, k * hidden)
+        self.out_weight = nn.Parameter(torch.randn(k, hidden) / hidden ** 0.5)
+        self.out_bias = nn.Parameter(torch.zeros(k))
+
+    def out(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (R, k) from the first layer's pre-activations (R, k * hidden)."""
+        h = F.silu(h).view(-1, self.k, self.hidden)
+        return torch.einsum("rkh,kh->rk", h, self.out_weight) + self.out_bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.first(x))
 
 
 def config_dict(spec: ModelSpec, cfg: ModelConfig) -> dict[str, Any]:

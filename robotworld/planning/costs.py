@@ -219,6 +219,11 @@ class CostWeights:
     BENCHMARKS.md, "Closed loop")."""
     arm_floor: float = 0.25
     """Predicted arm contact probability that costs nothing (as ``collision_floor``)."""
+    doubt: float = 0.0
+    """Weight of the grasp ensemble's disagreement (a cost; ``Imagined.doubt``, the spread of
+    the members' grasp probabilities, per step): distrust of imagination where the data never
+    showed the model such a state, in place of a rule (PETS, MOPO). Needs a model trained with
+    an ensemble (``ModelConfig.ensemble``); nothing to charge without one."""
     gamma: float = 0.95
     """Discount over the horizon."""
 
@@ -329,6 +334,8 @@ def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, prio
         terms["push"] = push_charge(out, x, start.finger, limits)
     if (w.empty_grasp or w.off_centre_grasp) and GOAL_OF[sit.task] == "object" and start.finger is not None:
         terms["empty_grasp"], terms["off_centre_grasp"] = grasp_rule_charges(out, x, start, limits)
+    if w.doubt and getattr(model.cfg, "ensemble", 0):
+        terms["doubt"] = out.doubt
     if w.arm and arm is not None and boxes is not None and joints is not None:
         opening = (x[..., -1].clamp(-1, 1) + 1) * (robot.FINGER_MAX / 2)
         p = arm(joints, out.tool_pos, x[..., 3].clamp(-1, 1) * sit.scale.yaw_step, opening, boxes,
@@ -337,7 +344,7 @@ def step_terms(model: Any, sit: Situation, x: torch.Tensor, w: CostWeights, prio
     return out, terms
 
 
-CHARGES = ("progress", "obstacle", "table", "push", "arm", "empty_grasp", "off_centre_grasp")
+CHARGES = ("progress", "obstacle", "table", "push", "arm", "empty_grasp", "off_centre_grasp", "doubt")
 """The per-step charges beyond collision, in the order ``total_cost`` adds them."""
 
 
@@ -500,7 +507,7 @@ class Scorer:
         b = sit.boxes[0] if sit.boxes is not None and sit.boxes.dim() == 3 else sit.boxes
         terms["clearance"] = (torch.full_like(out.reward, float("inf")) if b is None
                               else clearance(out.tool_pos, x, sit.yaw, b, sit.scale))
-        imagined = type(out)(*(t.transpose(0, 1) for t in out))
+        imagined = out.swapped()
         return Scores(cost, {k: v.T for k, v in terms.items()}, imagined)
 
 
