@@ -468,7 +468,7 @@ def test_rollout_equals_stepping_next_and_is_differentiable():
     with torch.no_grad():
         plain = wm.imagine(start, acts)
     traced = wm.imagine(start, acts.clone().requires_grad_(True))
-    for a, b in zip(plain[:-1], traced[:-1]):  # all but doubt (0.0: no ensemble)
+    for a, b in zip(plain, traced):
         assert torch.equal(a, b.detach())
 
 
@@ -730,7 +730,7 @@ def test_push_term_charges_a_closed_empty_gripper_kept_beside_the_object_only():
     tool[:, 2, 0] += 0.10  # 10 cm away
     tool[:, 3, 2] += 0.08  # 8 cm above it
     zeros = torch.zeros(H, S)
-    out = Imagined(torch.zeros(H + 1, S, 8), zeros, zeros, zeros, zeros, obj[:, :, None], tool)
+    out = Imagined(torch.zeros(H + 1, S, 8), zeros, zeros, zeros, zeros, obj[:, :, None], tool, zeros)
     closed, opened = -torch.ones(H, S, 5), torch.ones(H, S, 5)
     empty, holding = torch.tensor([0.002]), torch.tensor([0.04])
     charge = push_charge(out, closed, empty)

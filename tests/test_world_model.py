@@ -317,7 +317,7 @@ def test_fine_tuning_adds_a_grasp_ensemble_that_disagrees_off_the_data(tiny_data
     acts = torch.rand(64, 8, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         ia, ib = a.imagine(a.encode(obs, "lift"), acts), b.imagine(b.encode(obs, "lift"), acts)
-    assert ia.doubt == 0.0 and ib.doubt.shape == (64, 8) and float(ib.doubt.min()) >= 0
+    assert not ia.doubt.any() and ia.doubt.shape == (64, 8) and ib.doubt.shape == (64, 8) and float(ib.doubt.min()) >= 0
     assert torch.equal(ia.grasp, ib.grasp) and torch.equal(ia.object_pos, ib.object_pos)
     # trained, the members agree on the data far more than on states it never showed: the
     # gripper hovering 25 cm above an object far outside the table workspace
@@ -330,6 +330,12 @@ def test_fine_tuning_adds_a_grasp_ensemble_that_disagrees_off_the_data(tiny_data
         seen = m.imagine(m.encode(obs, "lift"), acts).doubt.mean()
         unseen = m.imagine(m.encode(far, "lift"), acts).doubt.mean()
     assert float(unseen) > 2 * float(seen), (float(seen), float(unseen))
+    # the doubt term charges that spread, weighted, and only where its weight is set
+    from robotworld.planning.costs import CostWeights, Scorer
+
+    plain, charged = Scorer(m).score(far, acts, "lift"), Scorer(m, CostWeights(doubt=2.0)).score(far, acts, "lift")
+    assert "doubt" not in plain.terms and torch.allclose(charged.terms["doubt"], charged.imagined.doubt)
+    assert torch.allclose(charged.cost - plain.cost, 2.0 * charged.terms["doubt"].sum(1), atol=1e-5)
 
 
 def test_cli_train_eval_and_bench(tiny_data: str, tmp_path: Path):

@@ -93,7 +93,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     batches = Batches(dirs, max(HORIZONS), cfg.seed, holdout_every, cfg.episodes, model.spec.max_objects)
     n_total = cfg.windows * len(dirs)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "base", "valid", "gp", "gy", "gv", "cp", "cy",
-                                                         "sp", "sy", "rp", "ry", "tool")}
+                                                         "sp", "sy", "rp", "ry", "tool", "doubt")}
     for start in range(0, n_total, 512):
         b = batches.sample(min(512, n_total - start), device)
         m = model
@@ -114,13 +114,15 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
         rows["gp"].append(out.grasp[:, CHUNK - 1].cpu().numpy())
         rows["gy"].append(b["grasp"][:, CHUNK - 1].cpu().numpy())
         rows["gv"].append(mask.all(1))
+        if m.cfg.ensemble:
+            rows["doubt"].append(out.doubt[:, CHUNK - 1].cpu().numpy())
         rows["cp"].append(out.collision[:, :CHUNK].cpu().numpy()[mask])
         rows["cy"].append(b["collision"][:, :CHUNK].cpu().numpy()[mask])
         rows["sp"].append(out.success[:, :CHUNK].cpu().numpy()[mask])
         rows["sy"].append(b["success"][:, :CHUNK].cpu().numpy()[mask])
         rows["rp"].append(out.reward[:, :CHUNK].cpu().numpy()[mask])
         rows["ry"].append(b["reward"][:, :CHUNK].cpu().numpy()[mask])
-    cat = {k: np.concatenate(v) for k, v in rows.items()}
+    cat = {k: np.concatenate(v) for k, v in rows.items() if v}
     valid = np.cumprod(cat["valid"], axis=1).astype(bool)  # the episode lasts at least h steps
     res: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": dirs, "episodes": cfg.episodes, "priors": cfg.priors,
                            "windows": int(len(cat["err"]))}
@@ -150,6 +152,10 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, model=None) -> dict[str, Any
     res["grasp_ece"], table = ece(cat["gp"][gv], cat["gy"][gv])
     res["grasp_ece"] = round(res["grasp_ece"], 4)
     res["grasp_positive_rate"] = round(float(cat["gy"][gv].mean()), 4)
+    if "doubt" in cat:  # does the ensemble's spread flag the grasp predictions that are wrong?
+        wrong = np.abs(cat["gp"][gv] - cat["gy"][gv]) > 0.5
+        res["grasp_wrong_rate"] = round(float(wrong.mean()), 4)
+        res["doubt_auroc"] = round(auroc(cat["doubt"][gv], wrong.astype(np.float32)), 4) if wrong.any() else float("nan")
     res["collision_auroc"] = round(auroc(cat["cp"], cat["cy"]), 4)
     res["collision_positive_rate"] = round(float(cat["cy"].mean()), 4)
     res["success_auroc"] = round(auroc(cat["sp"], cat["sy"]), 4)

@@ -189,11 +189,11 @@ class Imagined(NamedTuple):
     collision: torch.Tensor  # (B, H)
     object_pos: torch.Tensor  # (B, H, N, 3), N = 1 with objects="first"
     tool_pos: torch.Tensor  # (B, H, 3)
-    doubt: torch.Tensor | float = 0.0  # (B, H): the grasp ensemble's spread (0.0 without one)
+    doubt: torch.Tensor  # (B, H): the grasp ensemble's spread (zeros without one)
 
     def swapped(self) -> Imagined:
         """The other layout: batch-first from time-major, or the reverse."""
-        return Imagined(*(t.transpose(0, 1) if isinstance(t, torch.Tensor) else t for t in self))
+        return Imagined(*(t.transpose(0, 1) for t in self))
 
     @property
     def last(self) -> torch.Tensor:
@@ -596,7 +596,7 @@ class WorldModel(nn.Module):
             grasp = torch.sigmoid(out[..., 0]) * torch.sigmoid(hold)
             if gate:
                 grasp = grasp * admits
-        doubt, member_logits = 0.0, None
+        doubt, member_logits = grasp.new_zeros(()).expand_as(grasp), None  # a view: no memory
         if self.cfg.ensemble:  # each member's grasp probability under the same gates
             ml1 = self.members.first
             share = torch.addmm(ml1.bias, temb, ml1.weight[:, L:].T)
