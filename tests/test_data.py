@@ -228,6 +228,12 @@ def test_cameras_are_recorded_compressed(tmp_path: Path):
     assert ep["obs/image_front"].shape == (T + 1, 96, 96, 3) and ep["obs/image_front"].dtype == np.uint8
     assert ep["obs/image_wrist"].std() > 0
     assert not ds.verify()
+    # windows of frames: cached as uint8, and o_t alone where a policy needs only what it sees
+    full = WindowSampler(ds, horizon=4, seed=3, obs_keys=("proprio", "image_front")).sample(8)
+    first = WindowSampler(ds, horizon=4, seed=3, obs_keys=("proprio", "image_front")).sample(8, first_obs_only=True)
+    assert first.obs["image_front"].shape == (8, 1, 96, 96, 3) and first.obs["image_front"].dtype == np.uint8
+    assert np.array_equal(first.obs["image_front"][:, 0], full.obs["image_front"][:, 0])
+    assert np.array_equal(first.action, full.action) and np.array_equal(first.obs["proprio"][:, 0], full.obs["proprio"][:, 0])
 
 
 def test_lerobot_export_reads_back(small: Dataset, tmp_path: Path):

@@ -82,8 +82,9 @@ def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        arrays = {f"obs/{k}": np.lib.format.open_memmap(
-            tmp / f"obs_{k}.npy", "w+", np.float32, (rows,) + first[f"obs/{k}"].shape[1:]) for k in obs_keys}
+        arrays = {f"obs/{k}": np.lib.format.open_memmap(  # camera frames stay uint8: a quarter of the disk
+            tmp / f"obs_{k}.npy", "w+", np.uint8 if first[f"obs/{k}"].dtype == np.uint8 else np.float32,
+            (rows,) + first[f"obs/{k}"].shape[1:]) for k in obs_keys}
         for name, dt in STEP_DTYPES.items():
             shape = (rows,) + (first["action"].shape[1:] if name == "action" else ())
             arrays[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dt, shape)
@@ -159,13 +160,15 @@ class WindowSampler:
     def transitions(self) -> int:
         return int(self._start.shape[0])
 
-    def sample(self, batch_size: int) -> Window:
-        """B random windows. Shapes in ``Window``."""
+    def sample(self, batch_size: int, first_obs_only: bool = False) -> Window:
+        """B random windows. Shapes in ``Window``; with ``first_obs_only`` the observations are
+        o_t alone, (B, 1, ...): what a policy sees before it acts out the window's actions."""
         k = self._rng.integers(0, self._start.shape[0], batch_size)
         s, last = self._start[k, None], self._last[k, None]
         offset = s + self._ar  # (B, H+1)
         rows = np.minimum(offset, last)
         step_rows = rows[:, :-1]
         st = {name: arr[step_rows] for name, arr in self.steps.items()}
-        return Window(obs={name: arr[rows] for name, arr in self.obs.items()}, mask=offset[:, :-1] < last,
+        obs_rows = rows[:, :1] if first_obs_only else rows
+        return Window(obs={name: arr[obs_rows] for name, arr in self.obs.items()}, mask=offset[:, :-1] < last,
                       episode=self._ep[k], **st)

@@ -70,20 +70,25 @@ def save_atomic(path: str | os.PathLike, body: dict[str, Any]) -> None:
 
 def read(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, after the format and version checks."""
-    path = resolve(path)
+    return read_format(resolve(path), FORMAT, FORMAT_VERSION, "world-model", map_location)
+
+
+def read_format(path: Path, fmt: str, version: int, what: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A robotworld checkpoint of format ``fmt`` and ``version`` (what: its kind, for the
+    messages), read with weights_only=True and checked against its weights' checksum."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         body = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # not a torch file, truncated, or holding pickled objects
-        raise CheckpointError(f"'{path}' is not a robotworld world-model checkpoint "
+        raise CheckpointError(f"'{path}' is not a robotworld {what} checkpoint "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not a robotworld world-model checkpoint (format "
+    if not isinstance(body, dict) or body.get("format") != fmt:
+        raise CheckpointError(f"'{path}' is not a robotworld {what} checkpoint (format "
                               f"{body.get('format') if isinstance(body, dict) else type(body).__name__!r})")
-    if body.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"'{path}' has checkpoint format version {body.get('format_version')!r}; this "
-                              f"robotworld reads version {FORMAT_VERSION}. Retrain, or use the release "
+    if body.get("format_version") != version:
+        raise CheckpointError(f"'{path}' has {what} checkpoint format version {body.get('format_version')!r}; "
+                              f"this robotworld reads version {version}. Retrain, or use the release "
                               "that wrote it")
     if body.get("checksum") != weights_checksum(body.get("state_dict", {})):
         raise CheckpointError(f"'{path}' weights do not match their recorded checksum: the file was "
