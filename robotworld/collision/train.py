@@ -22,6 +22,7 @@ import torch
 from robotworld.collision.configs import CollisionTrainConfig
 from robotworld.collision.exact import ExactChecker
 from robotworld.collision.learned import CollisionPredictor, PredictorConfig
+from robotworld.model.checkpoint import CheckpointError
 from sims import robot
 
 FORMAT = "robotworld-collision-predictor"
@@ -30,7 +31,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "collision.pt
 HEADS = ("self", "world")
 
 
-class CollisionCheckpointError(ValueError):
+class CollisionCheckpointError(CheckpointError):
     """A file that is not a usable collision-predictor checkpoint; the message says why."""
 
 
@@ -226,25 +227,13 @@ def save(path: str | os.PathLike, model: CollisionPredictor, extra: dict[str, An
 
 def load(path: str | os.PathLike = "default", device: Any = "cpu") -> CollisionPredictor:
     """A predictor from a checkpoint ('default': the shipped one), in eval mode."""
-    from robotworld.model.checkpoint import weights_checksum
+    from robotworld.model.checkpoint import read_format
 
     path = SHIPPED if str(path) == "default" else Path(path)
     if not path.is_file():
         raise CollisionCheckpointError(f"collision checkpoint '{path}' does not exist; train one "
                                        "with `robotworld train collision`")
-    try:
-        body = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise CollisionCheckpointError(f"'{path}' is not a robotworld collision checkpoint "
-                                       f"({type(e).__name__})") from e
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise CollisionCheckpointError(f"'{path}' is not a robotworld collision checkpoint")
-    if body.get("format_version") != FORMAT_VERSION:
-        raise CollisionCheckpointError(
-            f"'{path}' has collision checkpoint format version {body.get('format_version')!r}; "
-            f"this robotworld reads version {FORMAT_VERSION}: retrain it")
-    if body.get("checksum") != weights_checksum(body.get("state_dict", {})):
-        raise CollisionCheckpointError(f"'{path}' weights do not match their recorded checksum")
+    body = read_format(path, FORMAT, FORMAT_VERSION, "collision", device, CollisionCheckpointError)
     model = CollisionPredictor(PredictorConfig(**body["config"]))
     model.load_state_dict(body["state_dict"])
     return model.to(device).eval()

@@ -73,26 +73,28 @@ def read(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     return read_format(resolve(path), FORMAT, FORMAT_VERSION, "world-model", map_location)
 
 
-def read_format(path: Path, fmt: str, version: int, what: str, map_location: Any = "cpu") -> dict[str, Any]:
+def read_format(path: Path, fmt: str, version: int, what: str, map_location: Any = "cpu",
+                error: type[CheckpointError] = CheckpointError) -> dict[str, Any]:
     """A robotworld checkpoint of format ``fmt`` and ``version`` (what: its kind, for the
-    messages), read with weights_only=True and checked against its weights' checksum."""
+    messages), read with weights_only=True and checked against its weights' checksum; each
+    kind's loader raises its own ``error``."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
+        raise error(f"checkpoint '{path}' does not exist")
     try:
         body = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # not a torch file, truncated, or holding pickled objects
-        raise CheckpointError(f"'{path}' is not a robotworld {what} checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        raise error(f"'{path}' is not a robotworld {what} checkpoint "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
     if not isinstance(body, dict) or body.get("format") != fmt:
-        raise CheckpointError(f"'{path}' is not a robotworld {what} checkpoint (format "
-                              f"{body.get('format') if isinstance(body, dict) else type(body).__name__!r})")
+        raise error(f"'{path}' is not a robotworld {what} checkpoint (format "
+                    f"{body.get('format') if isinstance(body, dict) else type(body).__name__!r})")
     if body.get("format_version") != version:
-        raise CheckpointError(f"'{path}' has {what} checkpoint format version {body.get('format_version')!r}; "
-                              f"this robotworld reads version {version}. Retrain, or use the release "
-                              "that wrote it")
+        raise error(f"'{path}' has {what} checkpoint format version {body.get('format_version')!r}; "
+                    f"this robotworld reads version {version}. Retrain, or use the release "
+                    "that wrote it")
     if body.get("checksum") != weights_checksum(body.get("state_dict", {})):
-        raise CheckpointError(f"'{path}' weights do not match their recorded checksum: the file was "
-                              "modified or corrupted after it was written")
+        raise error(f"'{path}' weights do not match their recorded checksum: the file was "
+                    "modified or corrupted after it was written")
     return body
 
 
@@ -106,7 +108,7 @@ def load(path: str | os.PathLike, device: Any = "cpu") -> WorldModel:
         model.load_state_dict(body["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint '{path}' weights do not match its own config: "
-                              f"{str(e).splitlines()[0]}") from e
+                    f"{str(e).splitlines()[0]}") from e
     return model.to(device).eval()
 
 
