@@ -23,10 +23,16 @@ def _need_scene(scene: Scene | None, who: str) -> Scene:
 
 class ExpertPolicy:
     """The task's scripted expert (privileged state), optionally with action noise and gripper
-    fumbles (see sims.experts)."""
+    fumbles (see sims.experts).
+
+    After each ``act``, ``last_info["label"]`` (1, A) is the action the expert meant before its
+    noise and fumbles: a clean teacher label at the state the noisy rollout reached (DART), which
+    ``robotworld collect`` records as the ``label`` field for behaviour cloning.
+    """
 
     def __init__(self, noise: float = 0.0, seed: int | None = None, fumble: float = 0.0) -> None:
         self.noise, self.seed, self.fumble, self._expert = noise, seed, fumble, None
+        self.last_info: dict = {}
 
     def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
         from sims.experts import make_expert
@@ -39,7 +45,9 @@ class ExpertPolicy:
         self._expert.reset(seed)
 
     def act(self, obs) -> np.ndarray:
-        return self._expert.act(obs)[None]
+        a = self._expert.act(obs)[None]
+        self.last_info = {"label": self._expert.label[None]}
+        return a
 
 
 class RandomPolicy:
@@ -105,11 +113,30 @@ def checkpoint_path(name: str) -> str | None:
     return head[4:] if head.startswith("mpc:") else head
 
 
+VLA_NAMES = ("vla", "vla+imagine")
+"""The VLA alone, and the VLA that imagines before it acts ('vla[:CHECKPOINT][,execute=4]',
+'vla+imagine[:CHECKPOINT][,candidates=16,state=estimated,...]'; policies.vla)."""
+
+
+def _vla_kind(name: str) -> str | None:
+    kind = name.split(",")[0].split(":")[0]
+    return kind if kind in VLA_NAMES else None
+
+
 def check_policy(name: str) -> None:
     """Raise ValueError naming what was expected if ``name`` is not a policy."""
     import os
 
     if name in REGISTRY:
+        return
+    if _vla_kind(name):
+        from policies.vla import vla_config
+
+        cfg = vla_config(name)
+        for what, path in (("VLA", getattr(cfg, "checkpoint", getattr(cfg, "vla", "default"))),
+                           ("world-model", getattr(cfg, "world_model", "default"))):
+            if path != "default" and not os.path.isfile(path):
+                raise ValueError(f"{what} checkpoint '{path}' does not exist")
         return
     path = checkpoint_path(name)
     if path is not None and (path == "default" or os.path.isfile(path)):
@@ -119,7 +146,7 @@ def check_policy(name: str) -> None:
         return
     if path is not None:
         raise ValueError(f"policy checkpoint '{path}' does not exist")
-    raise ValueError(f"unknown policy '{name}': expected one of {', '.join([*REGISTRY, *MPC_NAMES])}, or a "
+    raise ValueError(f"unknown policy '{name}': expected one of {', '.join([*REGISTRY, *MPC_NAMES, *VLA_NAMES])}, or a "
                      "world-model checkpoint (PATH.pt or mpc:PATH) to plan with; an MPC policy may be followed by "
                      "planner settings, cost weights and priors, e.g. mpc:default,samples=256,horizon=8 or "
                      "mpc-fast,collision=0")
@@ -132,6 +159,10 @@ def make_policy(name: str, seed: int | None = None, device: str = "auto") -> Pol
     check_policy(name)
     if name in REGISTRY:
         return REGISTRY[name](seed=seed, device=device)
+    if _vla_kind(name):
+        from policies.vla import make
+
+        return make(name, seed, device)
     from policies.mpc import MPCPolicy, mpc_config
 
     spelling, preset = _mpc_spelling(name)

@@ -18,6 +18,11 @@ Usage examples:
     robotworld eval world-model --checkpoint default --data data/wm/pick_place --json
     robotworld bench imagine --json
     robotworld train collision --out robotworld/checkpoints/collision.pt
+    robotworld collect --task lift --policy noisy-expert --episodes 800 --cameras front,wrist \
+        --set image_size=64,64 --seed 1000000 --out data/vla/lift
+    robotworld train policy --data data/vla/reach,data/vla/lift --out runs/vla [--resume]
+    robotworld eval --policy vla --task lift --episodes 100 --json
+    robotworld eval --policy vla+imagine,candidates=16,state=estimated --task pick_place
     robotworld bench collision --json
 """
 
@@ -146,6 +151,17 @@ def cmd_train_world_model(args: argparse.Namespace) -> int:
         cfg.progress = False
     metrics = train(cfg)
     _emit(metrics, args.json)
+    return 0
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from robotworld.vla.configs import PolicyTrainConfig
+    from robotworld.vla.train import train
+
+    cfg = configs.build(PolicyTrainConfig, args, configs.load_yaml(args.config) if args.config else {})
+    if args.json:
+        cfg.progress = False
+    _emit(train(cfg), args.json)
     return 0
 
 
@@ -289,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--config", help="YAML file of TrainConfig fields")
     tw.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
     tw.set_defaults(func=cmd_train_world_model)
+    from robotworld.vla.configs import PolicyTrainConfig
+
+    tp = tsub.add_parser("policy", help="train the VLA policy by behaviour cloning on camera datasets with "
+                         "instructions (flow matching on action chunks)")
+    configs.add_arguments(tp, PolicyTrainConfig)
+    tp.add_argument("--config", help="YAML file of PolicyTrainConfig fields")
+    tp.add_argument("--json", action="store_true", help="print the final metrics as JSON (no progress bar)")
+    tp.set_defaults(func=cmd_train_policy)
     from robotworld.collision.configs import CollisionTrainConfig
 
     tc = tsub.add_parser("collision", help="train the learned collision predictor on labels from "

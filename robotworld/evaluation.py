@@ -136,6 +136,8 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
         from robotworld.paths import writable_dir
 
         writable_dir(cfg.video, "video directory")
+    # what the policy's observations need (the VLA's cameras), under the user's own overrides
+    overrides = {**getattr(policy, "env_overrides", {}), **overrides}
     env = sims.make(cfg.task, sim=cfg.sim, **overrides)
     if cfg.batch > 1:
         if not hasattr(policy, "act_batch"):

@@ -98,8 +98,9 @@ def validate(cfg: TaskConfig) -> None:
     for cam in cfg.cameras:
         if cam not in ("front", "wrist"):
             bad("cameras", cfg.cameras, "a list of 'front' and/or 'wrist'")
-    h, w = cfg.image_size
-    if not (16 <= h <= 1024 and 16 <= w <= 1024):
+    size = cfg.image_size
+    if (not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(v, int) for v in size)
+            or not all(16 <= v <= 1024 for v in size)):
         bad("image_size", cfg.image_size, "(height, width) each in [16, 1024]")
     lo, hi = cfg.object_half_size
     if not 0.01 <= lo <= hi <= 0.035:
@@ -113,6 +114,16 @@ def validate(cfg: TaskConfig) -> None:
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and 0 < v < 1):
             bad(name, v, "a number in (0, 1)")
+
+
+def _scalar(text: str) -> Any:
+    """'64' -> 64, '0.2' -> 0.2, anything else stays text: one item of a comma-separated value."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def apply_overrides(cfg: TaskConfig, overrides: dict[str, Any]) -> TaskConfig:
@@ -129,7 +140,7 @@ def apply_overrides(cfg: TaskConfig, overrides: dict[str, Any]) -> TaskConfig:
         if isinstance(default, tuple) and isinstance(value, (list, tuple)):
             value = tuple(value)
         elif isinstance(default, tuple) and isinstance(value, str):
-            value = tuple(v for v in value.split(",") if v)
+            value = tuple(_scalar(v.strip()) for v in value.split(",") if v.strip())
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"config field '{key}' = {value!r} is invalid: expected true or false")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

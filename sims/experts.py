@@ -43,6 +43,7 @@ class Expert:
         self.phase = "start"
         self.timer = 0
         self.fumbling = 0
+        self.label = None
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode; given the episode's seed, the noise restarts from (seed of the
@@ -58,6 +59,7 @@ class Expert:
         a[:3] = np.clip((target - s.tcp_pos) / cfg.max_ee_step, -speed, speed)
         a[3] = np.clip(_wrap(yaw - tool_yaw(s.tcp_rot)) / cfg.max_yaw_step, -1, 1)
         a[4] = grip
+        self.label = np.clip(a, -1.0, 1.0).astype(np.float32)  # what it meant to do, before noise and fumbles
         if self.noise > 0:
             a[:4] += self.rng.normal(0.0, self.noise, 4)
         if self.fumble > 0:  # a spell of 3-10 steps with the gripper command inverted

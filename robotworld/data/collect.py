@@ -114,9 +114,14 @@ def rollout(spec: dict[str, Any], index: int, make: Callable[..., Policy]) -> tu
     keys = [k for k in obs if k != "instruction"]
     frames: dict[str, list[np.ndarray]] = {k: [obs[k]] for k in keys}
     steps: dict[str, list] = {k: [] for k in fmt.STEP_FIELDS}
+    labels: list[np.ndarray] = []
     done = False
     while not done:
-        for a in policy.act(obs):
+        chunk = policy.act(obs)
+        label = (getattr(policy, "last_info", None) or {}).get("label")  # a teacher's clean chunk (DART)
+        for t, a in enumerate(chunk):
+            if label is not None:
+                labels.append(label[t])
             obs, reward, term, trunc, info = env.step(a)
             for k in keys:
                 frames[k].append(obs[k])
@@ -129,6 +134,8 @@ def rollout(spec: dict[str, Any], index: int, make: Callable[..., Policy]) -> tu
                 break
     arrays = {f"obs/{k}": np.stack(v) for k, v in frames.items()}
     arrays["action"] = np.clip(np.asarray(steps["action"], np.float32), -1.0, 1.0)  # as applied
+    if labels and len(labels) == len(steps["action"]):
+        arrays["label"] = np.clip(np.asarray(labels, np.float32), -1.0, 1.0)
     arrays["reward"] = np.asarray(steps["reward"], np.float32)
     for k in ("is_success", "is_grasped", "collision", "terminated", "truncated"):
         arrays[k] = np.asarray(steps[k], bool)

@@ -16,6 +16,8 @@ One episode of T steps is one HDF5 file:
     obs/goal         (T+1, 3)      float32
     obs/image_<cam>  (T+1, H, W, 3) uint8    only when cameras were on; deflate, a chunk a frame
     action           (T, A)        float32   the action applied at step t, in [-1, 1]
+    label            (T, A)        float32   only from a teacher policy (the noisy experts): the
+                                             action it meant at step t before its noise (DART)
     reward           (T,)          float32   reward after step t
     is_success       (T,)          bool      info flags after step t
     is_grasped       (T,)          bool

@@ -44,6 +44,7 @@ class Window(NamedTuple):
     terminated: np.ndarray  # (B, H) bool
     mask: np.ndarray  # (B, H) bool: True where the step is inside the episode
     episode: np.ndarray  # (B,) dataset episode index of each window
+    label: np.ndarray | None = None  # (B, H, A) a teacher's clean actions (labels=True), else None
 
     def to_torch(self, device: Any = "cpu") -> dict[str, Any]:
         import torch
@@ -52,26 +53,29 @@ class Window(NamedTuple):
             return torch.from_numpy(a).to(device, non_blocking=True)
 
         out = {f"obs/{k}": t(v) for k, v in self.obs.items()}
-        out.update({k: t(getattr(self, k)) for k in Window._fields if k != "obs"})
+        out.update({k: t(getattr(self, k)) for k in Window._fields if k != "obs" and getattr(self, k) is not None})
         return out
 
 
-def _cache_key(ds: Dataset, idx: list[int], attrs: list[dict], obs_keys: tuple[str, ...]) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{','.join(obs_keys)}".encode())
+def _cache_key(ds: Dataset, idx: list[int], attrs: list[dict], obs_keys: tuple[str, ...], labels: bool) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{','.join(obs_keys)}{'|label' if labels else ''}".encode())
     for i, a in zip(idx, attrs):
         h.update(f"{i}:{a['checksum']};".encode())
     return h.hexdigest()[:16]
 
 
-def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress: bool = False) -> Path:
-    """The flat cache directory of ds, built if missing. Reads one episode at a time."""
+def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress: bool = False,
+                labels: bool = False) -> Path:
+    """The flat cache directory of ds, built if missing. Reads one episode at a time. labels:
+    also cache the ``label`` field (a teacher's clean actions; the applied action in an episode
+    that has none)."""
     from tqdm import tqdm
 
     idx = ds.indices()
     if not idx:
         raise fmt.DatasetError(f"'{ds.root}' holds no episodes to sample windows from")
     attrs = [ds.episode(i, ())["attrs"] for i in idx]
-    final = ds.root / "cache" / f"flat-{_cache_key(ds, idx, attrs, obs_keys)}"
+    final = ds.root / "cache" / f"flat-{_cache_key(ds, idx, attrs, obs_keys, labels)}"
     if (final / "meta.json").exists():
         return final
     lengths = np.array([int(a["length"]) for a in attrs], np.int64)
@@ -85,11 +89,14 @@ def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress
         arrays = {f"obs/{k}": np.lib.format.open_memmap(  # camera frames stay uint8: a quarter of the disk
             tmp / f"obs_{k}.npy", "w+", np.uint8 if first[f"obs/{k}"].dtype == np.uint8 else np.float32,
             (rows,) + first[f"obs/{k}"].shape[1:]) for k in obs_keys}
-        for name, dt in STEP_DTYPES.items():
-            shape = (rows,) + (first["action"].shape[1:] if name == "action" else ())
+        steps = dict(STEP_DTYPES, **({"label": np.float32} if labels else {}))
+        for name, dt in steps.items():
+            shape = (rows,) + (first["action"].shape[1:] if name in ("action", "label") else ())
             arrays[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dt, shape)
         for e, i in enumerate(tqdm(idx, desc="window cache", disable=not progress, leave=False)):
-            ep = ds.episode(i, tuple(arrays))
+            ep = ds.episode(i, tuple(k for k in arrays if k != "label"))
+            if labels:
+                ep["label"] = _label(ds, i, ep["action"])
             s, n = int(starts[e]), int(lengths[e])
             for name, arr in arrays.items():
                 if name.startswith("obs/"):
@@ -103,7 +110,7 @@ def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress
         np.save(tmp / "ep_start.npy", starts)
         np.save(tmp / "ep_length.npy", lengths)
         np.save(tmp / "ep_index.npy", np.array(idx, np.int64))
-        meta = {"cache_version": CACHE_VERSION, "obs_keys": list(obs_keys), "rows": rows,
+        meta = {"cache_version": CACHE_VERSION, "obs_keys": list(obs_keys), "labels": labels, "rows": rows,
                 "episodes": len(idx), "instructions": [a.get("instruction", "") for a in attrs]}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
@@ -116,6 +123,14 @@ def build_cache(ds: Dataset, obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress
     return final
 
 
+def _label(ds: Dataset, i: int, action: np.ndarray) -> np.ndarray:
+    """Episode i's teacher labels, or its applied actions where it was not collected by a teacher."""
+    import h5py
+
+    with h5py.File(ds.path(i), "r") as f:
+        return f["label"][()] if "label" in f else action
+
+
 class WindowSampler:
     """Uniform random windows of ``horizon`` steps over every real step of a dataset.
 
@@ -125,19 +140,21 @@ class WindowSampler:
         seed: seed of the sampling generator (same seed, same windows).
         episodes: which dataset episode indices to sample from (a train / held-out split);
             all by default.
+        labels: windows carry ``label`` (B, H, A), a teacher's clean actions (DART): the
+            behaviour-cloning target.
     """
 
     def __init__(self, dataset: Dataset | str | os.PathLike, horizon: int = 16, seed: int = 0,
                  obs_keys: tuple[str, ...] = fmt.STATE_OBS, progress: bool = False,
-                 episodes: Callable[[int], bool] | None = None) -> None:
+                 episodes: Callable[[int], bool] | None = None, labels: bool = False) -> None:
         if horizon < 1:
             raise ValueError(f"horizon = {horizon}: expected at least 1")
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self.horizon = horizon
-        path = build_cache(self.dataset, obs_keys, progress)
+        path = build_cache(self.dataset, obs_keys, progress, labels)
         self.meta = json.loads((path / "meta.json").read_text())
         self.obs = {k: np.load(path / f"obs_{k}.npy", mmap_mode="r") for k in obs_keys}
-        self.steps = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in STEP_DTYPES}
+        self.steps = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in (*STEP_DTYPES, *(("label",) if labels else ()))}
         ep_start, ep_len = np.load(path / "ep_start.npy"), np.load(path / "ep_length.npy")
         self.episode_index = np.load(path / "ep_index.npy")
         self.instructions: list[str] = self.meta["instructions"]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
 import time
 from dataclasses import asdict, replace
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robotworld.device import pick_device
+from robotworld import training
 from robotworld.model import checkpoint as ckpt
 from robotworld.model.configs import TrainConfig
 from robotworld.model.world_model import PROPRIO_DIM, TASKS, TOOL, ModelSpec, WorldModel, instruction_tokens, model_config
@@ -208,25 +206,11 @@ class Objective(nn.Module):
 
 
 # ---- the run -------------------------------------------------------------------------------------
-def _dist() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return int(os.environ.get("RANK", "0")), world
-
-
 def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
     """Train (or resume training) a world model. Returns the final metrics."""
     from tqdm import tqdm
 
-    rank, world = _dist()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, device = training.setup(cfg.device, cfg.threads)
     for name, v in (("steps", cfg.steps), ("batch_size", cfg.batch_size), ("horizon", cfg.horizon)):
         if v < (2 if name == "horizon" else 1):
             raise ValueError(f"{name} = {v}: expected at least {2 if name == 'horizon' else 1}")
@@ -277,22 +261,14 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
         step = int(resume_body["step"])
         for s, st in zip(data.samplers, resume_body.get("sampler_states", [])):
             s._rng.bit_generator.state = st
-    wrapped: nn.Module = objective
-    if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-    sched = lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))  # noqa: E731
+    wrapped = training.data_parallel(objective, device, world)
+    writer = training.tensorboard(out, rank)
     bar = tqdm(total=cfg.steps, initial=step, desc="train world-model", disable=not cfg.progress or rank != 0)
     metrics: dict[str, Any] = dict(resume_body.get("metrics", {})) if resume_body else {}
     t0, samples = time.perf_counter(), 0
     while step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * sched(step)
+            g["lr"] = cfg.lr * training.cosine(step, cfg.steps)
         batch = data.sample(cfg.batch_size, device)
         loss, parts = wrapped(batch)
         opt.zero_grad(set_to_none=True)
@@ -322,11 +298,7 @@ def train(cfg: TrainConfig, evaluate_fn=None) -> dict[str, Any]:
             ckpt.save(latest, model, extra)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             model.train()
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    training.finish(bar, writer, world)
     return metrics
 
 

@@ -1,0 +1,268 @@
+"""The VLA: teacher labels, the language encoder, the network, training, checkpoints, and the
+policies that act with it (alone and imagining first). Real MuJoCo with cameras, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sims
+from robotworld.data import CollectConfig, collect
+from robotworld.data.dataset import Dataset
+from robotworld.data.windows import WindowSampler
+from robotworld.policy import Scene
+from robotworld.vla import checkpoint as ckpt
+from robotworld.vla.configs import PolicyTrainConfig, VLAConfig
+from robotworld.vla.language import embed
+from robotworld.vla.network import VLA, VLASpec
+
+SIZE = 32  # small frames keep the tests fast; the shipped VLA sees 64 x 64
+
+
+def _collect(root, task: str, policy: str, episodes: int, seed: int = 1000000) -> str:
+    from policies import factory
+
+    out = str(root / f"{task}_{policy}")
+    collect(CollectConfig(task=task, policy=policy, episodes=episodes, workers=1, seed=seed, out=out,
+                          cameras="front,wrist", progress=False), factory(policy), image_size=(SIZE, SIZE))
+    return out
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vla_demos")
+    return [_collect(root, "reach", "noisy-expert", 24), _collect(root, "lift", "noisy-expert", 3)]
+
+
+@pytest.fixture(scope="module")
+def trained(demos, tmp_path_factory):
+    from robotworld.vla.train import train
+
+    out = tmp_path_factory.mktemp("vla_run")
+    metrics = train(PolicyTrainConfig(data=",".join(demos), out=str(out), steps=400, eval_every=400, batch_size=32,
+                                      lr=1e-3, holdout_every=8, device="cpu", progress=False, seed=0))
+    return out / "checkpoint.pt", metrics
+
+
+# ---- teacher labels --------------------------------------------------------------------------
+def test_noisy_expert_records_its_clean_labels(demos):
+    ep = Dataset(demos[1]).episode(0)
+    assert ep["label"].shape == ep["action"].shape
+    motion = np.abs(ep["label"][:, :4] - ep["action"][:, :4])
+    assert motion.mean() > 0.05  # the noise is in the applied action, not in the label
+    assert np.abs(ep["label"]).max() <= 1.0
+
+
+def test_expert_labels_equal_its_actions(tmp_path):
+    ep = Dataset(_collect(tmp_path, "reach", "expert", 1)).episode(0)
+    np.testing.assert_array_equal(ep["label"], ep["action"])
+
+
+def test_windows_carry_labels_or_fall_back_to_actions(demos, tmp_path):
+    w = WindowSampler(demos[0], horizon=8, labels=True, obs_keys=("proprio", "image_front")).sample(16, True)
+    assert w.label.shape == w.action.shape and w.obs["image_front"].shape == (16, 1, SIZE, SIZE, 3)
+    # a dataset without labels (random actions) gives its applied actions as the labels
+    out = str(tmp_path / "random")
+    from policies import factory
+
+    collect(CollectConfig(task="reach", policy="random", episodes=2, workers=1, out=out, progress=False),
+            factory("random"))
+    w = WindowSampler(out, horizon=4, labels=True).sample(8)
+    np.testing.assert_array_equal(w.label, w.action)
+
+
+# ---- language --------------------------------------------------------------------------------
+def test_sentence_encoder_tells_tasks_apart_and_caches():
+    a, b, c = embed(["pick up the red cube", "lift the red cube", "put the blue cylinder in the green zone"])
+    assert a.shape == (384,) and abs(np.linalg.norm(a) - 1) < 1e-4
+    assert a @ b > 0.8 > a @ c
+    np.testing.assert_array_equal(embed("pick up the red cube"), a)
+
+
+# ---- the network -----------------------------------------------------------------------------
+def _net(seed: int = 0) -> VLA:
+    torch.manual_seed(seed)
+    return VLA(VLASpec(image_size=SIZE), VLAConfig(chunk=8, flow_steps=4)).eval()
+
+
+def _inputs(B: int):
+    g = torch.Generator().manual_seed(1)
+    images = {c: torch.randint(0, 255, (B, SIZE, SIZE, 3), generator=g, dtype=torch.uint8) for c in ("front", "wrist")}
+    return images, torch.randn(B, 22, generator=g), torch.randn(B, 384, generator=g)
+
+
+def test_samples_have_the_chunk_shape_in_bounds_and_differ():
+    net = _net()
+    with torch.no_grad():
+        z = net.features(*_inputs(3))
+        x = net.sample(z, 5, torch.Generator().manual_seed(0))
+        mean = net.sample(z, 4, noise=0.0)
+    assert x.shape == (3, 5, 8, 5) and x.abs().max() <= 1.0
+    assert (x[:, 1:] - x[:, :1]).abs().amax() > 1e-3  # k draws, k distinct chunks
+    assert torch.allclose(mean[:, 1:], mean[:, :1])  # no noise, one path
+    objs, goal = net.estimate(z)
+    assert objs.shape == (3, 2, 3) and goal.shape == (3, 3)
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    net = _net()
+    path = tmp_path / "vla.pt"
+    ckpt.save(path, net)
+    back = ckpt.load(path)
+    with torch.no_grad():
+        z1, z2 = net.features(*_inputs(2)), back.features(*_inputs(2))
+    torch.testing.assert_close(z1, z2)
+    body = torch.load(path, weights_only=True)
+    for change, match in (({"format_version": 99}, "format version 99"), ({"format": "other"}, "not a robotworld VLA"),
+                          ({"checksum": "0" * 64}, "checksum")):
+        torch.save({**body, **change}, tmp_path / "bad.pt")
+        with pytest.raises(ckpt.VLACheckpointError, match=match):
+            ckpt.load(tmp_path / "bad.pt")
+    cfg = {**body["config"], "spec": {**body["config"]["spec"], "encoder": "another-encoder"}}
+    torch.save({**body, "config": cfg}, tmp_path / "enc.pt")
+    with pytest.raises(ckpt.VLACheckpointError, match="language encoder"):
+        ckpt.load(tmp_path / "enc.pt")
+    with pytest.raises(ckpt.VLACheckpointError, match="does not exist"):
+        ckpt.load(tmp_path / "missing.pt")
+
+
+# ---- training --------------------------------------------------------------------------------
+def test_training_learns_the_teacher(trained, demos):
+    """400 steps: the held-out chunks come much closer to the teacher's than an untrained net's."""
+    from robotworld.vla.train import Demonstrations, held_out_metrics
+
+    path, metrics = trained
+    held = Demonstrations(demos, 8, 1, 8, "held-out")
+    before = held_out_metrics(VLA(ckpt.load(path).spec, VLAConfig()).eval(), held, torch.device("cpu"))
+    assert metrics["heldout_chunk_mae"] < 0.6 * before["heldout_chunk_mae"], (metrics, before)
+    assert metrics["heldout_goal_err_cm"] < 0.6 * before["heldout_goal_err_cm"], (metrics, before)
+
+
+def test_training_resumes_where_it_stopped(demos, tmp_path):
+    from robotworld.vla.train import train
+
+    cfg = dict(data=demos[0], out=str(tmp_path / "run"), batch_size=8, eval_every=2, holdout_every=8, device="cpu",
+               progress=False)
+    train(PolicyTrainConfig(steps=2, **cfg))
+    m = train(PolicyTrainConfig(steps=4, resume=True, **cfg))
+    assert m["step"] == 4 and ckpt.read(tmp_path / "run" / "checkpoint.pt")["step"] == 4
+
+
+# ---- the policies ----------------------------------------------------------------------------
+def _env(task: str):
+    return sims.make(task, cameras=("front", "wrist"), image_size=(SIZE, SIZE))
+
+
+def test_vla_policy_acts_in_bounds_and_replays_under_a_seed(trained):
+    from policies.vla import VLAPolicy, VLAPolicyConfig
+
+    policy = VLAPolicy(VLAPolicyConfig(str(trained[0]), execute=3, device="cpu"))
+    env = _env("reach")
+    obs, _ = env.reset(seed=5)
+    policy.reset(5, Scene.of(env))
+    a = policy.act(obs)
+    assert a.shape == (3, 5) and np.abs(a).max() <= 1.0
+    policy.reset(5, Scene.of(env))
+    np.testing.assert_array_equal(policy.act(obs), a)
+    chunks = policy.sample(obs, 6)
+    assert chunks.shape == (6, 8, 5) and np.ptp(chunks, axis=0).max() > 1e-3
+    est = policy.estimate(obs)
+    assert est["objects"].shape == obs["objects"].shape and est["goal"].shape == (3,)
+    with pytest.raises(ValueError, match="image_wrist"):
+        policy.act({k: v for k, v in obs.items() if k != "image_wrist"})
+    with pytest.raises(ValueError, match="instruction"):
+        policy.act({**obs, "instruction": ""})
+
+
+def test_vla_reaches_better_than_doing_nothing(trained):
+    """Closed loop on reach, seeds 0-3: after 400 steps of cloning the tool ends nearer the marker
+    than where it started, on average, by a margin no motionless or random policy gets."""
+    from policies.vla import VLAPolicy, VLAPolicyConfig
+
+    policy = VLAPolicy(VLAPolicyConfig(str(trained[0]), device="cpu"))
+    env = _env("reach")
+    gains = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        policy.reset(seed, Scene.of(env))
+        start = np.linalg.norm(env.unwrapped.world_state.tcp_pos - obs["goal"])
+        for _ in range(5):
+            for a in policy.act(obs):
+                obs, *_ = env.step(a)
+        gains.append(start - np.linalg.norm(env.unwrapped.world_state.tcp_pos - obs["goal"]))
+    assert np.mean(gains) > 0.05, gains
+
+
+def test_imagine_policy_reports_what_it_imagined(trained):
+    from policies.vla import ImagineConfig, ImaginePolicy
+
+    env = _env("lift")
+    obs, _ = env.reset(seed=2)
+    for state in ("privileged", "estimated"):
+        policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=6, state=state, device="cpu"))
+        policy.reset(2, Scene.of(env))
+        a = policy.act(obs)
+        info = policy.last_info
+        assert info["candidates"].shape == (6, 8, 5) and info["cost"].shape == (6,)
+        assert info["imagined"]["grasp"].shape == (6, 8) and info["reason"]
+        if info["choice"] >= 0:
+            assert info["passed"][info["choice"]]
+            np.testing.assert_array_equal(a, info["candidates"][info["choice"]][:4])
+        assert ("estimated" in info) == (state == "estimated")
+    # nothing may pass: refine plans the step with MPC, or the cheapest candidate is taken
+    for refine, shape in ((True, (1, 5)), (False, (4, 5))):
+        policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=4, max_collision=-1.0, refine=refine,
+                                             device="cpu"))
+        policy.reset(2, Scene.of(env))
+        a = policy.act(obs)
+        assert a.shape == shape and "every candidate rejected" in policy.last_info["reason"]
+        assert not policy.last_info["passed"].any()
+
+
+def test_policy_names_parse_and_bad_ones_are_refused(trained):
+    from policies import check_policy
+    from policies.vla import ImagineConfig, vla_config
+
+    cfg = vla_config(f"vla+imagine:{trained[0]},candidates=8,state=estimated,collision=2,refine=false")
+    assert isinstance(cfg, ImagineConfig) and cfg.candidates == 8 and cfg.weights.collision == 2.0 and not cfg.refine
+    check_policy(f"vla:{trained[0]},execute=2")
+    for name, match in (("vla:missing.pt", "does not exist"), ("vla,execute=x", "not a int"),
+                        ("vla+imagine,nosuch=1", "expected FIELD=VALUE")):
+        with pytest.raises(ValueError, match=match):
+            check_policy(name)
+
+
+def test_cli_trains_a_policy_and_refuses_state_only_data(demos, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "robotworld.cli", *args], capture_output=True, text=True,
+                              timeout=600)
+
+    r = run("train", "policy", "--data", demos[0], "--out", str(tmp_path / "p"), "--steps", "2", "--batch-size", "4",
+            "--device", "cpu", "--holdout-every", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p" / "checkpoint.pt").exists()
+    from policies import factory
+
+    state_only = str(tmp_path / "state")
+    collect(CollectConfig(task="reach", policy="expert", episodes=1, workers=1, out=state_only, progress=False),
+            factory("expert"))
+    r = run("train", "policy", "--data", state_only, "--out", str(tmp_path / "q"), "--steps", "2", "--device", "cpu")
+    assert r.returncode != 0 and "camera frames" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "q" / "checkpoint.pt").exists()
+
+
+def test_torchrun_data_parallel_on_cpu(demos, tmp_path):
+    """``train policy`` under torchrun: two processes, gloo on CPU, one checkpoint from rank 0."""
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29541", "-m", "robotworld.cli", "train", "policy", "--data", demos[0], "--out", str(tmp_path),
+                          "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--holdout-every", "8",
+                          "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ckpt.read(tmp_path / "checkpoint.pt")["step"] == 4
