@@ -28,6 +28,31 @@ from robotworld.planning.costs import CostWeights
 from robotworld.policy import Scene
 
 
+def missing_object(text: str, scene: Scene | None) -> str | None:
+    """Why an instruction cannot be followed in the scene: it names a coloured object ("blue
+    cylinder") that the episode does not hold. Checked where the scene's objects are known
+    (simulation, ``Scene.env``); None when it can be followed or nothing is known."""
+    env = getattr(scene, "env", None)
+    episode = getattr(getattr(env, "unwrapped", None), "episode", None)
+    if episode is None:
+        return None
+    from sims.scene import COLOURS
+
+    words = text.lower().replace(",", " ").replace(".", " ").split()
+    present = {f"{o.colour} {o.shape}" for o in episode.objects}
+    for colour, shape in zip(words, words[1:]):
+        if colour in COLOURS and shape in ("cube", "cylinder") and f"{colour} {shape}" not in present:
+            return f"the instruction names a {colour} {shape}, which is not in the scene"
+    return None
+
+
+def hold(action_dim: int, grip: float = 1.0) -> np.ndarray:
+    """(1, A) the arm holds still; the gripper keeps its last command (open at the start)."""
+    a = np.zeros((1, action_dim), np.float32)
+    a[0, -1] = grip
+    return a
+
+
 def _episode_seed(own: int, episode: int | None) -> int:
     return int(np.random.SeedSequence([own, 0 if episode is None else episode]).generate_state(1)[0])
 
@@ -65,10 +90,17 @@ class VLAPolicy:
         self.env_overrides = {"cameras": tuple(spec.cameras), "image_size": (spec.image_size, spec.image_size)}
         """The task config fields the VLA's observations need (``robotworld eval`` applies them)."""
         self.generator = torch.Generator(device=self.device).manual_seed(_episode_seed(cfg.seed, None))
+        self.scene: Scene | None = None
+        self.grip = 1.0
         self.last_info: dict[str, Any] = {}
 
     def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
         self.generator.manual_seed(_episode_seed(self.cfg.seed, seed))
+        self.scene, self.grip = scene, 1.0
+
+    def refusal(self, obs: dict) -> str | None:
+        """Why the policy will not act on this observation (the arm then holds), else None."""
+        return missing_object(str(obs.get("instruction", "")), getattr(self, "scene", None))
 
     def _inputs(self, obs: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         from robotworld.vla.language import embed
@@ -120,8 +152,13 @@ class VLAPolicy:
 
     def act(self, obs: dict) -> np.ndarray:
         """(execute, A): the first actions of one sampled chunk."""
+        why = self.refusal(obs)
+        if why:
+            self.last_info = {"reason": f"holding: {why}"}
+            return hold(self.model.spec.action_dim, self.grip)
         chunk = self.sample(obs, 1)[0]
         self.last_info = {"chunk": chunk}
+        self.grip = float(np.sign(chunk[self.cfg.execute - 1, -1]) or 1.0)
         return chunk[:self.cfg.execute]
 
 
@@ -224,6 +261,10 @@ class ImaginePolicy:
         scene = self.scene
         if scene is None:
             raise ValueError("call reset(seed, Scene.of(env)) before act")
+        why = self.vla.refusal(obs)
+        if why:
+            self.last_info = {"reason": f"holding: {why}", "choice": None}
+            return hold(self.vla.model.spec.action_dim, self.vla.grip)
         z = self.vla.features(obs)
         chunks = self.vla.sample(obs, self.cfg.candidates, z)
         state = self.imagined_state(obs, z)
@@ -249,6 +290,7 @@ class ImaginePolicy:
             info.update(choice=best, reason=f"every candidate rejected: candidate {best} has the lowest cost")
             action = chunks[best][:n]
         self.last_info = info
+        self.vla.grip = float(np.sign(action[-1, -1]) or 1.0)
         return action
 
 

@@ -129,6 +129,7 @@ BENCHES = {
     "imagine": ("ImagineBenchConfig", "bench_imagine", "world model: imagined transitions/s and training samples/s"),
     "planner": ("PlannerBenchConfig", "bench_planner", "MPPI / CEM plan latency over the world model, flops fraction"),
     "twin": ("TwinBenchConfig", "bench_twin", "MuJoCo vs PyBullet divergence on the same expert actions"),
+    "policy": ("PolicyBenchConfig", "bench_policy", "decision latency of vla and vla+imagine (k candidates scored)"),
     "collision": ("CollisionBenchConfig", "bench_collision",
                   "learned collision predictor vs the exact checker: recall, precision, queries/s"),
 }

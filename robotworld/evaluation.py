@@ -41,6 +41,10 @@ class EvalConfig:
     noise is shared, so the figures differ from batch 1's but are as reproducible."""
     device: str = "auto"
     """Where a policy's model runs: auto (cuda when there is one), cpu or cuda."""
+    paraphrases: str | None = None
+    """A file of instruction templates, one per line (blank lines and # comments skipped), with
+    {object} (e.g. "red cube") and {target} (e.g. "blue zone") placeholders: each episode's
+    instruction is replaced by one of them, drawn from its seed (unseen phrasings)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -95,25 +99,87 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> None:
             tmp.unlink()
 
 
-def run_episode(env, policy: Policy, seed: int, record: bool = False):
+def read_paraphrases(path: str | None) -> list[str]:
+    """The templates of a paraphrase file; ValueError naming the file and line if one is unusable."""
+    if path is None:
+        return []
+    import string
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"paraphrases file '{path}' does not exist")
+    out = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(line) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: '{line}' is not a template ({e})") from None
+        if not names <= {"object", "target"}:
+            raise ValueError(f"{path}:{n}: '{line}' has placeholders {sorted(names - {'object', 'target'})}; "
+                             "expected only {object} and {target}")
+        out.append(line)
+    if not out:
+        raise ValueError(f"paraphrases file '{path}' holds no template")
+    return out
+
+
+def paraphrase(templates: list[str], task: str, episode, seed: int) -> str:
+    """The episode's instruction rewritten with one of the templates, drawn from its seed."""
+    from sims.tasks import instruction_slots
+
+    template = templates[int(np.random.default_rng([seed, 7]).integers(len(templates)))]
+    slots = instruction_slots(task, episode)
+    try:
+        return template.format(**slots)
+    except KeyError as e:
+        raise ValueError(f"paraphrase '{template}' names {{{e.args[0]}}}, which task {task} does not have "
+                         f"(it has {', '.join('{' + k + '}' for k in slots) or 'no placeholder'})") from None
+
+
+def _frame(env, instruction: str, status: str, imagined: dict | None) -> np.ndarray:
+    """One video frame: the video camera's view with what the policy imagined drawn on it."""
+    from robotworld.overlay import draw
+    from sims.scene import SHOWCASE_SIZE
+
+    return draw(env.unwrapped.physics.render("showcase", *SHOWCASE_SIZE), instruction, status, imagined)
+
+
+def run_episode(env, policy: Policy, seed: int, record: bool = False, paraphrases: list[str] | None = None):
     """One episode. Returns (success, collision steps, steps, frames, grasp steps, link contact
-    steps: those where an arm link, not the gripper, touched the table or an obstacle)."""
+    steps: those where an arm link, not the gripper, touched the table or an obstacle).
+    paraphrases: templates that replace the episode's instruction (``paraphrase``)."""
     obs, info = env.reset(seed=seed)
+    text = None
+    if paraphrases:
+        text = paraphrase(paraphrases, env.unwrapped.cfg.task, env.unwrapped.episode, seed)
+        obs = {**obs, "instruction": text}
     policy.reset(seed, Scene.of(env))
-    frames = [env.unwrapped.physics.render("front", 240, 320)] if record else []
+    instruction = obs.get("instruction", "")
+    frames = [_frame(env, instruction, "step 0", None)] if record else []
     success = False
     steps = collisions = held = links = 0
     done = False
     while not done:
-        for a in policy.act(obs):
+        chunk = policy.act(obs)
+        imagined = getattr(policy, "last_info", None)
+        for a in chunk:
             obs, _, terminated, truncated, info = env.step(a)
+            if text is not None:
+                obs = {**obs, "instruction": text}
             steps += 1
             collisions += bool(info["collision"])
             links += bool(info["collision"]) and env.unwrapped.physics.link_contact()
             held += bool(info.get("is_grasped", False))
             success |= bool(info["is_success"])
             if record:
-                frames.append(env.unwrapped.physics.render("front", 240, 320))
+                state = "success" if success else ("holding the object" if info.get("is_grasped") else "")
+                status = f"step {steps}  {state}" + ("  COLLISION" if info["collision"] else "")
+                if imagined and imagined.get("reason"):
+                    status += f"  |  {imagined['reason']}"
+                frames.append(_frame(env, instruction, status, imagined))
             done = terminated or truncated
             if done:
                 break
@@ -136,6 +202,9 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
         from robotworld.paths import writable_dir
 
         writable_dir(cfg.video, "video directory")
+    paraphrases = read_paraphrases(cfg.paraphrases)
+    if paraphrases and cfg.batch > 1:
+        raise ValueError("paraphrases are applied one episode at a time: use batch = 1 with paraphrases")
     # what the policy's observations need (the VLA's cameras), under the user's own overrides
     overrides = {**getattr(policy, "env_overrides", {}), **overrides}
     env = sims.make(cfg.task, sim=cfg.sim, **overrides)
@@ -151,7 +220,7 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
-        ok, n_hits, steps, frames, held, links = run_episode(env, policy, cfg.seed + k, record)
+        ok, n_hits, steps, frames, held, links = run_episode(env, policy, cfg.seed + k, record, paraphrases)
         rows.append((int(ok), n_hits, steps, held, links))
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{file_name(cfg.policy)}_seed{cfg.seed + k}.mp4"

@@ -178,15 +178,20 @@ class BulletPhysics:
         return np.vstack((np.array(lin)[:, :7], np.array(ang)[:, :7]))
 
     def render(self, camera: str, height: int, width: int) -> np.ndarray:
+        from sims.scene import SHOWCASE
+
         c = self.c
+        fov = 50 if camera == "front" else 75
         if camera == "front":
             view = pb.computeViewMatrix([1.25, 0, 0.55], [0.45, 0, 0.1], [0, 0, 1])
+        elif camera == "showcase":
+            view = pb.computeViewMatrix(list(SHOWCASE["pos"]), list(SHOWCASE["target"]), [0, 0, 1])
+            fov = SHOWCASE["fovy"]
         else:
             pos, rot, _ = self._tcp_pose()
             eye = pos - rot[:, 2] * 0.09 + rot[:, 0] * 0.07
             view = pb.computeViewMatrix(eye.tolist(), (pos + rot[:, 2] * 0.05).tolist(),
                                         (-rot[:, 0]).tolist())
-        fov = 50 if camera == "front" else 75
         proj = pb.computeProjectionMatrixFOV(fov, width / height, 0.01, 5.0)
         img = pb.getCameraImage(width, height, view, proj, renderer=pb.ER_TINY_RENDERER,
                                 physicsClientId=c)[2]

@@ -79,6 +79,19 @@ def _context_class(backend: str):
     return GLContext
 
 
+def _fill_light(light) -> None:
+    """A soft light from the video camera's side, so that the arm is not a silhouette."""
+    light.pos[:] = (1.2, -1.0, 1.6)
+    light.dir[:] = np.array((-0.55, 0.45, -0.7)) / np.linalg.norm((-0.55, 0.45, -0.7))
+    light.diffuse[:] = (0.3, 0.3, 0.3)
+    light.ambient[:] = (0.08, 0.08, 0.08)
+    light.specular[:] = (0.1, 0.1, 0.1)
+    light.type = mujoco.mjtLightType.mjLIGHT_DIRECTIONAL
+    light.castshadow = 0
+    light.headlight = 0
+    light.id = -1
+
+
 class OffscreenRenderer:
     """Renders named cameras of one model into uint8 (H, W, 3) arrays."""
 
@@ -98,10 +111,20 @@ class OffscreenRenderer:
         self._buf = np.empty((height, width, 3), dtype=np.uint8)
 
     def render(self, data: mujoco.MjData, camera: str) -> np.ndarray:
+        from sims.scene import SHOWCASE_GROUP
+
         self._ctx.make_current()
         self._cam.fixedcamid = self.model.camera(camera).id
+        # the floor, sky and fill light are the video camera's alone: the policy cameras see
+        # the scene they were trained on
+        show = camera == "showcase"
+        self._opt.geomgroup[SHOWCASE_GROUP] = show
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = show
         mujoco.mjv_updateScene(self.model, data, self._opt, self._pert, self._cam,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        if show and self._scene.nlight < mujoco.mjMAXLIGHT:
+            _fill_light(self._scene.lights[self._scene.nlight])
+            self._scene.nlight += 1
         mujoco.mjr_render(self._rect, self._scene, self._mjr)
         mujoco.mjr_readPixels(self._buf, None, self._rect, self._mjr)
         return np.flipud(self._buf).copy()

@@ -23,6 +23,29 @@ TABLE_HALF = (0.45, 0.6)  # table half extents in x, y around (0.45, 0)
 PARK = (2.0, 2.0, -1.0)  # where unused markers are parked, far from everything
 
 
+SHOWCASE = {"pos": (1.55, -1.15, 1.05), "target": (0.3, 0.0, 0.2), "fovy": 45.0}
+"""The video camera (``robotworld eval --video``): the whole arm and the table, from the front
+right. Its floor, sky, table body and fill light are drawn for it alone (geom group 3, the
+skybox flag), so the policy cameras see what they always saw."""
+SHOWCASE_SIZE = (480, 640)
+"""(height, width) of the video frames."""
+SHOWCASE_GROUP = 3
+"""The geom group of what only the video camera draws."""
+FLOOR_Z = -0.75
+
+
+def look_at(pos, target) -> tuple[float, ...]:
+    """MJCF ``xyaxes`` of a camera at pos looking at target with the world's z axis up."""
+    import numpy as np
+
+    f = np.asarray(target, float) - np.asarray(pos, float)
+    f /= np.linalg.norm(f)
+    x = np.cross(f, (0.0, 0.0, 1.0))
+    x /= np.linalg.norm(x)
+    y = np.cross(x, f)
+    return tuple(round(float(v), 5) for v in (*x, *y))
+
+
 def num_objects(cfg: TaskConfig) -> int:
     return 1 + cfg.num_distractors
 
@@ -62,7 +85,22 @@ def build_mjcf(cfg: TaskConfig) -> str:
     <quality shadowsize="0" offsamples="0" numslices="16" numstacks="8"/>
   </visual>
   <default>{robot.mjcf_defaults()}</default>
+  <asset>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.62 0.76 0.92" rgb2="0.93 0.95 0.98"
+             width="128" height="128"/>
+    <texture name="floor" type="2d" builtin="checker" rgb1="0.36 0.37 0.4" rgb2="0.3 0.31 0.34"
+             width="128" height="128"/>
+    <material name="floor" texture="floor" texrepeat="10 10"/>
+  </asset>
   <worldbody>
+    <geom name="floor" type="plane" size="5 5 0.05" pos="0 0 {FLOOR_Z}" material="floor" group="{SHOWCASE_GROUP}"
+          contype="0" conaffinity="0"/>
+    <geom name="table_body" type="box" size="{TABLE_HALF[0]} {TABLE_HALF[1]} {-FLOOR_Z / 2 - 0.005}"
+          pos="0.45 0 {FLOOR_Z / 2 - 0.005}" rgba="0.5 0.42 0.33 1" group="{SHOWCASE_GROUP}" contype="0" conaffinity="0"/>
+    <geom name="pedestal" type="cylinder" size="0.09 {-FLOOR_Z / 2}" pos="0 0 {FLOOR_Z / 2}" rgba="0.3 0.3 0.33 1"
+          group="{SHOWCASE_GROUP}" contype="0" conaffinity="0"/>
+    <camera name="showcase" pos="{' '.join(map(str, SHOWCASE['pos']))}"
+            xyaxes="{' '.join(map(str, look_at(SHOWCASE['pos'], SHOWCASE['target'])))}" fovy="{SHOWCASE['fovy']}"/>
     <light name="key" pos="0.5 -0.5 1.5" dir="0 0.3 -1" directional="true"/>
     <geom name="table" type="plane" size="{TABLE_HALF[0]} {TABLE_HALF[1]} 0.01" pos="0.45 0 0"
           rgba="0.75 0.68 0.58 1" contype="{s.BIT_STATIC}" conaffinity="{static_aff}"/>

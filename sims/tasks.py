@@ -87,6 +87,20 @@ def _name(o: ObjectSpec) -> str:
     return f"{o.colour} {o.shape}"
 
 
+def instruction_slots(task: str, episode: EpisodeSpec) -> dict[str, str]:
+    """What an instruction template may name in this episode: ``object`` (the target object,
+    e.g. "red cube") and ``target`` (the zone, e.g. "blue zone", or reach's "green marker");
+    a task without one has no such slot (lift has no target)."""
+    slots = {}
+    if task != "reach" and episode.objects:
+        slots["object"] = _name(episode.objects[0])
+    if task == "reach":
+        slots["target"] = "green marker"
+    elif episode.zone is not None:
+        slots["target"] = f"{episode.zone_colour} zone"
+    return slots
+
+
 def _pick(rng, templates: tuple[str, ...], **kw) -> str:
     return templates[int(rng.integers(len(templates)))].format(**kw)
 

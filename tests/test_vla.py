@@ -266,3 +266,100 @@ def test_torchrun_data_parallel_on_cpu(demos, tmp_path):
                           "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert ckpt.read(tmp_path / "checkpoint.pt")["step"] == 4
+
+
+def test_imagine_executes_what_hand_set_scores_prefer_and_rejects_a_collision(trained):
+    """A scorer with hand-set outcomes: the cheapest chunk imagines a collision, so the next
+    cheapest is executed; the choice and the reason come back in last_info."""
+    from types import SimpleNamespace
+
+    from policies.vla import ImagineConfig, ImaginePolicy
+    from robotworld.planning.costs import Scores
+
+    class HandSet:
+        def score(self, obs, chunks, task, boxes=None, scale=None):
+            c = torch.as_tensor(chunks)
+            k, H = c.shape[:2]
+            cost = -c[:, :, 0].sum(1)  # prefers the chunk that moves furthest along +x
+            collision = torch.zeros(k, H)
+            collision[int(cost.argmin()), 1] = 0.9
+            im = SimpleNamespace(success=torch.zeros(k, H), grasp=torch.zeros(k, H), collision=collision,
+                                 tool_pos=torch.zeros(k, H, 3))
+            return Scores(cost, {"clearance": torch.full((k, H), float("inf"))}, im)
+
+    env = _env("lift")
+    obs, _ = env.reset(seed=4)
+    policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=8, refine=False, device="cpu"))
+    policy.scorer = HandSet()
+    policy.reset(4, Scene.of(env))
+    a = policy.act(obs)
+    info = policy.last_info
+    order = np.argsort(info["cost"])
+    assert info["choice"] == order[1] and not info["passed"][order[0]]
+    assert "collision 0.90" in info["rejected_because"][order[0]]
+    np.testing.assert_array_equal(a, info["candidates"][order[1]][:4])
+
+
+def test_an_instruction_naming_an_absent_object_holds_the_arm(trained):
+    from policies.vla import VLAPolicy, VLAPolicyConfig
+    from sims.scene import COLOURS
+
+    env = _env("lift")
+    obs, _ = env.reset(seed=1)
+    absent = next(c for c in COLOURS if c not in {o.colour for o in env.unwrapped.episode.objects})
+    policy = VLAPolicy(VLAPolicyConfig(str(trained[0]), device="cpu"))
+    policy.reset(1, Scene.of(env))
+    a = policy.act({**obs, "instruction": f"pick up the {absent} cube"})
+    assert a.shape == (1, 5) and not a[0, :4].any()
+    assert "not in the scene" in policy.last_info["reason"]
+    assert policy.act(obs).shape == (4, 5)  # the episode's own instruction: it acts
+
+
+def test_paraphrases_replace_the_instruction_and_bad_files_are_refused(tmp_path):
+    from policies import ZeroPolicy
+    from robotworld.evaluation import EvalConfig, evaluate, read_paraphrases
+
+    class Listening(ZeroPolicy):
+        heard: list[str] = []
+
+        def act(self, obs):
+            self.heard.append(obs["instruction"])
+            return super().act(obs)
+
+    f = tmp_path / "p.txt"
+    f.write_text("# unseen\nraise the {object} off the table\n\n")
+    policy = Listening()
+    evaluate(EvalConfig(task="lift", policy="zero", episodes=2, paraphrases=str(f), progress=False), policy,
+             episode_length=3)
+    assert policy.heard and all(h.startswith("raise the ") and h.endswith(" off the table") for h in policy.heard)
+    assert "{" not in policy.heard[0]
+    for text, match in (("go to the {place}\n", "expected only"), ("# nothing\n", "holds no template")):
+        f.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            read_paraphrases(str(f))
+    f.write_text("put it on the {target}\n")
+    with pytest.raises(ValueError, match="does not have"):
+        evaluate(EvalConfig(task="lift", policy="zero", episodes=1, paraphrases=str(f), progress=False), ZeroPolicy(),
+                 episode_length=3)
+
+
+def test_video_camera_extras_leave_the_policy_cameras_unchanged():
+    """The floor, sky and fill light are the video camera's alone: a policy camera renders the
+    same pixels after a video frame as before it, with the black void it was trained on."""
+    from robotworld.overlay import draw, project
+
+    env = _env("pick_place")
+    obs, _ = env.reset(seed=0)
+    phys = env.unwrapped.physics
+    show = phys.render("showcase", 120, 160)
+    assert show.shape == (120, 160, 3) and show[0].mean() > 100  # a sky, not a black void
+    again = phys.render("front", SIZE, SIZE)
+    np.testing.assert_array_equal(again, obs["image_front"])
+    assert (again.reshape(-1, 3) == 0).all(-1).mean() > 0.05  # the black beyond the table, not the sky
+    # the tool point projects into the video frame, and a drawn frame keeps its size
+    uv, ok = project(env.unwrapped.world_state.tcp_pos[None], 480, 640)
+    assert ok[0] and 0 < uv[0, 0] < 640 and 0 < uv[0, 1] < 480
+    im = {"tool": np.tile(env.unwrapped.world_state.tcp_pos, (2, 3, 1)), "success": np.zeros((2, 3)),
+          "grasp": np.zeros((2, 3)), "collision": np.ones((2, 3))}
+    frame = draw(np.zeros((480, 640, 3), np.uint8), "lift the red cube", "step 0", {"imagined": im, "choice": 0})
+    assert frame.shape == (480, 640, 3) and frame.any()

@@ -14,6 +14,10 @@ class VLAConfig:
     """Actions per predicted chunk (H)."""
     channels: tuple[int, ...] = (16, 32, 32, 32)
     """Channels of each camera's four conv layers (strides 2, 2, 1, 1)."""
+    keypoints: int = 32
+    """Image keypoints per camera (spatial softmax over a 1x1 conv of the last map)."""
+    flat: int = 64
+    """Width of the linear read of each camera's whole last feature map."""
     hidden: int = 256
     """Width of the trunk and of the flow-matching head."""
     lang: int = 64

@@ -21,7 +21,7 @@ DIM = 384
 """Its embedding size."""
 
 
-class LanguageError(RuntimeError):
+class LanguageError(ValueError):
     """The language encoder cannot be loaded; the message says what to install."""
 
 

@@ -2,7 +2,8 @@
 
 - Vision: per camera a small CNN (strides 2, 2, 1, 1) whose last two layers are FiLM-modulated
   by the instruction, so that the words pick which object's features survive; a spatial softmax
-  turns each channel into an image keypoint, beside its mean activation.
+  over a 1x1 conv's maps gives image keypoints, beside a linear read of the whole last map and
+  its mean activation.
 - Trunk: keypoints, pooled features, normalised proprioception and the projected sentence
   embedding -> an MLP -> the decision feature ``z`` (B, hidden).
 - Action head: flow matching (rectified flow, as in pi0): a velocity field over the flattened
@@ -49,10 +50,10 @@ def _mlp(i: int, h: int, o: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods, nn.Linear(h if layers else i, o))
 
 
-def spatial_softmax(x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+def spatial_softmax(x: torch.Tensor) -> torch.Tensor:
     """Expected image coordinates of each channel's softmax, in [-1, 1]. x: (B, C, h, w) -> (B, 2C)."""
     B, C, h, w = x.shape
-    p = torch.softmax(x.flatten(2) / temperature, -1).view(B, C, h, w)
+    p = torch.softmax(x.flatten(2), -1).view(B, C, h, w)
     ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
     return torch.cat(((p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)), -1)
@@ -61,7 +62,7 @@ def spatial_softmax(x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
 class CameraEncoder(nn.Module):
     """One camera: conv layers, FiLM from the instruction on the last two, keypoints + pooling."""
 
-    def __init__(self, channels: tuple[int, ...], lang_dim: int) -> None:
+    def __init__(self, channels: tuple[int, ...], lang_dim: int, image_size: int, keypoints: int, flat: int) -> None:
         super().__init__()
         strides, kernels = (2, 2, 1, 1), (5, 3, 3, 3)
         if len(channels) != 4:
@@ -73,8 +74,13 @@ class CameraEncoder(nn.Module):
         self.film = nn.Linear(lang_dim, 2 * sum(channels[i] for i in self.filmed))
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
-        self.out_dim = 3 * channels[-1]
+        # keypoint logits from a 1x1 conv without a ReLU, so that their scale (the softmax's
+        # sharpness) is learned with the weights; and the whole last map through one linear layer,
+        # which keeps where things are as well as what they are
+        self.keypoints = nn.Conv2d(channels[-1], keypoints, 1)
+        side = -(-image_size // 4)
+        self.flat = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * side * side, flat), nn.LayerNorm(flat))
+        self.out_dim = 2 * keypoints + flat + channels[-1]
 
     def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         """image: (B, 3, S, S) float in [-0.5, 0.5]; lang: (B, D) -> (B, 3 C)."""
@@ -88,7 +94,7 @@ class CameraEncoder(nn.Module):
                 used += 2 * c
                 x = x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
             x = F.relu(x)
-        return torch.cat((spatial_softmax(x, self.log_temperature.exp()), x.mean((2, 3))), -1)
+        return torch.cat((spatial_softmax(self.keypoints(x)), self.flat(x), x.mean((2, 3))), -1)
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -105,7 +111,8 @@ class VLA(nn.Module):
     def __init__(self, spec: VLASpec, cfg: VLAConfig | None = None) -> None:
         super().__init__()
         self.spec, self.cfg = spec, cfg = spec, cfg or VLAConfig()
-        self.cams = nn.ModuleDict({c: CameraEncoder(tuple(cfg.channels), spec.lang_dim) for c in spec.cameras})
+        self.cams = nn.ModuleDict({c: CameraEncoder(tuple(cfg.channels), spec.lang_dim, spec.image_size, cfg.keypoints,
+                                                    cfg.flat) for c in spec.cameras})
         self.lang = nn.Sequential(nn.Linear(spec.lang_dim, cfg.lang), nn.Mish())
         feat = sum(m.out_dim for m in self.cams.values()) + spec.proprio_dim + cfg.lang
         self.trunk = _mlp(feat, cfg.hidden, cfg.hidden, layers=2)
