@@ -65,7 +65,7 @@ world-model: install
 
 # Reproduces the shipped VLA (robotworld/checkpoints/vla.pt): noisy-expert demonstrations with both
 # cameras at 64 x 64 and the expert's clean labels (DART), from seed 1,000,000 so that the
-# evaluation seeds 0-99 stay unseen; then 20,000 steps of behaviour cloning (about an hour on 2
+# evaluation seeds 0-99 stay unseen; then 30,000 steps of behaviour cloning (about 40 min on 2
 # cores). Killed, it resumes where it stopped: the collection skips the episodes on disk, the
 # training continues from its last checkpoint.
 VLA_EPISODES := reach:400 push:800 lift:800 pick_place:1200 pick_place_clutter:1200
@@ -75,7 +75,7 @@ vla: install
 	  $(BIN)/robotworld collect --task $$t --policy noisy-expert --episodes $$n \
 	  --workers 2 --seed 1000000 --cameras front,wrist --set image_size=64,64 --out data/vla/$$t || exit 1; done
 	$(BIN)/robotworld train policy --data $(subst $(space),$(comma),$(strip $(VLA_DATA))) --out runs/vla_default \
-	  --steps 20000 --lr 5e-4 --seed 0 --resume
+	  --steps 30000 --lr 5e-4 --seed 0 --resume
 	$(BIN)/python -c "from robotworld.vla.checkpoint import export_shipped; export_shipped('runs/vla_default/checkpoint.pt')"
 
 clean:

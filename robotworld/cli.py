@@ -2,7 +2,7 @@
 
 Usage examples:
 
-    robotworld demo                                   # expert on every task, table + videos
+    robotworld demo                                   # vla vs vla+imagine (and the expert), table + videos
     robotworld eval --policy expert --task pick_place --episodes 100 --seed 0 --json
     robotworld eval --policy expert --task lift --sim pybullet --video runs/videos
     robotworld eval --policy zero --task push --set episode_length=50
@@ -94,26 +94,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_MPC_TASKS = ("reach", "lift", "pick_place_clutter")
+DEMO_POLICIES = ("expert", "vla", "vla+imagine")
+"""The main job: the VLA alone against the VLA that imagines before it acts, with the scripted
+expert (privileged state) as the reference."""
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Episodes solved by one of two runs on the same seeds and not by the other."""
+    sa = {e["seed"]: e["success"] for e in a["per_episode"]}
+    sb = {e["seed"]: e["success"] for e in b["per_episode"]}
+    seeds = sorted(set(sa) & set(sb))
+    return {"seeds": len(seeds), f"{b['policy']}_only": sum(sb[s] and not sa[s] for s in seeds),
+            f"{a['policy']}_only": sum(sa[s] and not sb[s] for s in seeds)}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import sims
     from robotworld.evaluation import EvalConfig, as_dict, evaluate
 
-    if args.episodes < 1 or args.mpc_episodes < 0:
-        raise ValueError(f"episodes = {args.episodes}, mpc-episodes = {args.mpc_episodes}: expected at least 1 "
-                         "expert episode and 0 or more MPC episodes")
-    runs = [("expert", task, args.episodes) for task in sims.TASK_NAMES]
-    # the product itself: MPC over the shipped world model, at the search sizes that plan at
-    # control rate on two CPU cores
-    runs += [("mpc-fast", task, args.mpc_episodes) for task in DEMO_MPC_TASKS if args.mpc_episodes]
+    if args.episodes < 1:
+        raise ValueError(f"episodes = {args.episodes}: expected at least 1")
     rows = []
-    for policy, task, episodes in runs:
-        cfg = EvalConfig(task=task, policy=policy, episodes=episodes, seed=args.seed,
-                         sim=args.sim, video=args.out, video_episodes=1)
+    for policy in DEMO_POLICIES:
+        cfg = EvalConfig(task=args.task, policy=policy, episodes=args.episodes, seed=args.seed, sim=args.sim,
+                         video=args.out, video_episodes=1, device=args.device)
         rows.append(as_dict(evaluate(cfg, eval_policy(cfg))))
-    print(json.dumps(rows, indent=2) if args.json else _table(rows))
+    pair = paired(rows[1], rows[2])
+    if args.json:
+        print(json.dumps({"runs": rows, "paired": pair}, indent=2))
+        return 0
+    print(_table(rows))
+    print(f"\nsame seeds: vla+imagine solved {pair['vla+imagine_only']} that vla did not, vla solved "
+          f"{pair['vla_only']} that vla+imagine did not ({pair['seeds']} seeds)")
     if not args.json:
         print(f"\nvideos: {args.out}/")
     return 0
@@ -260,14 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ev.set_defaults(func=cmd_eval)
 
-    demo = sub.add_parser("demo", help="run the main job: the expert on every task, then MPC over the shipped "
-                                       "world model on reach, lift and pick_place_clutter, with videos")
-    demo.add_argument("--episodes", type=int, default=20, help="expert episodes per task (default 20)")
-    demo.add_argument("--mpc-episodes", type=int, default=10,
-                      help="episodes per task of MPC over the shipped world model (the mpc-fast policy, 128 x 8 x 3) "
-                           "on reach, lift and pick_place_clutter (default 10; 0 skips it)")
+    demo = sub.add_parser("demo", help="run the main job: the VLA alone against the VLA that imagines before it "
+                                       "acts (and the expert as the reference), with videos of what it imagined")
+    demo.add_argument("--task", default="pick_place_clutter", help="task (default pick_place_clutter)")
+    demo.add_argument("--episodes", type=int, default=10, help="episodes per policy, the same seeds (default 10)")
     demo.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
     demo.add_argument("--sim", default="mujoco", help="mujoco or pybullet (default mujoco)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     demo.add_argument("--out", default="runs/demo", help="video directory (default runs/demo)")
     demo.add_argument("--json", action="store_true", help="print machine-readable JSON")
     demo.set_defaults(func=cmd_demo)

@@ -49,6 +49,7 @@ step bench_imagine 120 bench imagine --device $DEVICE --json
 step bench_planner 200 bench planner --device $DEVICE --vs pytorch_mppi --batch-envs 64 --task lift --json
 step bench_planner_tf32 120 bench planner --device $DEVICE --tf32 true --settings 1024x16x6 --batch-envs 64 --task lift --json
 step bench_collision 200 bench collision --device $DEVICE --speed-queries 4194304 --json
+step bench_policy 200 bench policy --device $DEVICE --json
 
 
 if [ "$mode" != quick ]; then
@@ -64,6 +65,12 @@ step train_world_model 150 train world-model --data "$work/lift" --out "$work/wm
 step train_world_model_resume 120 train world-model --data "$work/lift" --out "$work/wm" --device $DEVICE --steps 400 \
   --eval-every 200 --resume true --json
 step eval_world_model 120 eval world-model --checkpoint default --data "$work/lift" --device $DEVICE --out "$work/wmeval" --json
+step collect_cameras 120 collect --task lift --policy noisy-expert --episodes 16 --workers 8 --cameras front,wrist \
+  --set image_size=64,64 --out "$work/lift_cam" --json
+step train_policy 150 train policy --data "$work/lift_cam" --out "$work/vla" --device $DEVICE --steps 300 --eval-every 150 --json
+step train_policy_resume 120 train policy --data "$work/lift_cam" --out "$work/vla" --device $DEVICE --steps 400 \
+  --eval-every 200 --resume --json
+step eval_vla_imagine 200 eval --policy vla+imagine --task lift --episodes 5 --device $DEVICE --json
 step train_collision 150 train collision --device $DEVICE --queries 65536 --val-queries 16384 --steps 300 \
   --out "$work/collision.pt" --json
 

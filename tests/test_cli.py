@@ -14,16 +14,16 @@ def run(*args):
                           text=True, timeout=600)
 
 
-def test_demo_runs_the_expert_then_mpc_over_the_world_model(tmp_path):
-    out = run("demo", "--episodes", "1", "--mpc-episodes", "1", "--seed", "3", "--out", str(tmp_path), "--json")
+def test_demo_runs_vla_against_vla_imagine_with_the_expert(tmp_path):
+    out = run("demo", "--episodes", "1", "--seed", "3", "--out", str(tmp_path), "--device", "cpu", "--json")
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert [(r["policy"], r["task"]) for r in rows] == (
-        [("expert", t) for t in ("reach", "push", "lift", "pick_place", "pick_place_clutter")]
-        + [("mpc-fast", t) for t in ("reach", "lift", "pick_place_clutter")])
-    assert len(list(tmp_path.glob("*_mpc-fast_seed3.mp4"))) == 3 and len(list(tmp_path.glob("*.mp4"))) == 8
-    bad = run("demo", "--mpc-episodes", "-1", "--out", str(tmp_path))
-    assert bad.returncode == 2 and "mpc-episodes = -1" in bad.stderr
+    res = json.loads(out.stdout)
+    assert [(r["policy"], r["task"]) for r in res["runs"]] == [
+        (p, "pick_place_clutter") for p in ("expert", "vla", "vla+imagine")]
+    assert res["paired"]["seeds"] == 1
+    assert len(list(tmp_path.glob("*.mp4"))) == 3
+    bad = run("demo", "--episodes", "0", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "episodes = 0" in bad.stderr
 
 
 def test_eval_json_has_the_documented_keys(tmp_path):
