@@ -157,8 +157,13 @@ class MPCPolicy:
     def act(self, obs, prior_chunks=None) -> np.ndarray:
         """The first action of the plan from obs, (1, A); prior_chunks (K, T, A): proposals to
         seed the search with (any length T)."""
+        return self.plan(obs, prior_chunks)[:1]
+
+    def plan(self, obs, prior_chunks=None) -> np.ndarray:
+        """The whole plan from obs, (H, A): the search warm-started from the last one and seeded
+        by prior_chunks (K, T, A)."""
         self.cost.observe(obs, self.task)
-        return self.planner.plan(prior_chunks)[:1].cpu().numpy()
+        return self.planner.plan(prior_chunks).cpu().numpy()
 
     # ---- many environments, one batched plan a step (robotworld eval --batch N) ----------------
     def reset_batch(self, scene: Scene, envs: int) -> None:

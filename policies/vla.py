@@ -186,9 +186,11 @@ class ImagineConfig:
     keep_grasp: float = 0.5
     """A candidate that imagines a held object (grasp probability at least this now) let go
     before the task is imagined done is rejected."""
-    refine: bool = True
-    """When every candidate is rejected, MPC (the mpc-fast preset) seeded by the candidates
-    plans the step; off: the lowest-cost candidate is executed anyway."""
+    refine: str = "rejected"
+    """When MPC (the mpc-fast preset) seeded by the candidates refines them: rejected (it plans
+    the step when every candidate is rejected), always (its plan joins the candidates every
+    decision and is scored, checked and chosen like them; it executes one step) or never (the
+    lowest-cost candidate is executed even when all are rejected)."""
     weights: CostWeights = field(default_factory=CostWeights)
     """How the imagined terms add up to the score (the planner's cost, lower is better)."""
     seed: int = 0
@@ -210,17 +212,20 @@ class ImaginePolicy:
             raise ValueError(f"state = {cfg.state!r}: expected privileged or estimated")
         if cfg.candidates < 1:
             raise ValueError(f"candidates = {cfg.candidates}: expected at least 1")
+        if cfg.refine not in ("rejected", "always", "never"):
+            raise ValueError(f"refine = {cfg.refine!r}: expected rejected, always or never")
         self.vla = VLAPolicy(VLAPolicyConfig(cfg.vla, cfg.execute, 1.0, cfg.seed, cfg.device))
         self.device = self.vla.device
         self.env_overrides = self.vla.env_overrides
         self.world_model = load(cfg.world_model, self.device)
         self.scorer = Scorer(self.world_model, cfg.weights, PLANNING)
         self.mpc = None
-        if cfg.refine:
+        if cfg.refine != "never":
             from policies.mpc import MPCPolicy, mpc_config
 
             self.mpc = MPCPolicy(mpc_config(f"mpc:{cfg.world_model}", seed=cfg.seed, preset="fast", device=cfg.device))
         self.scene: Scene | None = None
+        self.episode_stats = {"decisions": 0, "refined": 0}
         self.last_info: dict[str, Any] = {}
 
     def reset(self, seed: int | None = None, scene: Scene | None = None) -> None:
@@ -228,6 +233,8 @@ class ImaginePolicy:
             raise ValueError("vla+imagine needs the episode's Scene (task, obstacles, action scale): "
                              "reset(seed, Scene.of(env))")
         self.scene = scene
+        self.episode_stats = {"decisions": 0, "refined": 0}
+        """This episode's decisions, and those in which MPC's refinement was executed."""
         self.vla.reset(seed, scene)
         if self.mpc is not None:
             self.mpc.reset(seed, scene)
@@ -268,6 +275,13 @@ class ImaginePolicy:
         z = self.vla.features(obs)
         chunks = self.vla.sample(obs, self.cfg.candidates, z)
         state = self.imagined_state(obs, z)
+        planned = None
+        if self.cfg.refine == "always":  # MPC's refinement is one more candidate, judged the same way
+            planned = self.mpc.plan(state, prior_chunks=chunks)[:chunks.shape[1]]
+            if planned.shape[0] == chunks.shape[1]:
+                chunks = np.concatenate((chunks, planned[None].astype(chunks.dtype)))
+            else:
+                planned = None
         scores = self.scorer.score(state, chunks, scene.task, scene.obstacles, scene.scale)
         n = self.cfg.execute
         ok, why = self.verdicts(scores, n)
@@ -280,15 +294,22 @@ class ImaginePolicy:
             info["estimated"] = {k: state[k] for k in ("objects", "goal")}
         if ok.any():
             best = int(np.flatnonzero(ok)[np.argmin(cost[ok])])
-            info.update(choice=best, reason=f"candidate {best}: the lowest cost of {int(ok.sum())} that pass")
-            action = chunks[best][:n]
-        elif self.mpc is not None:
+            if planned is not None and best == len(chunks) - 1:
+                info.update(choice=best, reason=f"MPC's refinement: the lowest cost of {int(ok.sum())} that pass")
+                action = chunks[best][:1]
+            else:
+                info.update(choice=best, reason=f"candidate {best}: the lowest cost of {int(ok.sum())} that pass")
+                action = chunks[best][:n]
+        elif self.mpc is not None and planned is None:
             action = self.mpc.act(state, prior_chunks=chunks)
             info.update(choice=-1, reason="every candidate rejected: MPC seeded by them planned the step")
         else:
             best = int(np.argmin(cost))
             info.update(choice=best, reason=f"every candidate rejected: candidate {best} has the lowest cost")
             action = chunks[best][:n]
+        info["refined"] = (planned is not None and info["choice"] == len(chunks) - 1) or info["choice"] == -1
+        self.episode_stats["decisions"] += 1
+        self.episode_stats["refined"] += int(info["refined"])
         self.last_info = info
         self.vla.grip = float(np.sign(action[-1, -1]) or 1.0)
         return action

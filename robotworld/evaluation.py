@@ -69,6 +69,9 @@ class EvalResult:
     per_episode: list[dict] = field(default_factory=list)
     """One entry per episode, in seed order: seed, success, steps, collision_steps, grasp_steps,
     link_contact_steps."""
+    policy_stats: dict = field(default_factory=dict)
+    """Counts the policy kept over the run, summed over the episodes (``episode_stats``; for
+    vla+imagine the decisions and those MPC's refinement took), empty for other policies."""
     link_contacts_per_episode: float = 0.0
     """Mean number of steps per episode in which an arm link (link1-link7, not the hand or the
     fingers) touched the table or an obstacle: what the whole-arm cost term is for."""
@@ -215,20 +218,26 @@ def evaluate(cfg: EvalConfig, policy: Policy, **overrides) -> EvalResult:
         if cfg.video is not None:
             raise ValueError("video is recorded one episode at a time: use batch = 1 with video")
         return _evaluate_batched(cfg, env, policy, overrides)
-    rows, videos = [], []
+    rows, videos, stats = [], [], []
     bar = tqdm(range(cfg.episodes), desc=f"{cfg.task}/{cfg.policy}/{cfg.sim}",
                disable=not cfg.progress, leave=False)
     for k in bar:
         record = cfg.video is not None and k < cfg.video_episodes
         ok, n_hits, steps, frames, held, links = run_episode(env, policy, cfg.seed + k, record, paraphrases)
         rows.append((int(ok), n_hits, steps, held, links))
+        stats.append(dict(getattr(policy, "episode_stats", None) or {}))
         if record:
             path = Path(cfg.video) / f"{cfg.task}_{cfg.sim}_{file_name(cfg.policy)}_seed{cfg.seed + k}.mp4"
             write_video(frames, path)
             videos.append(str(path))
         bar.set_postfix(success=f"{sum(r[0] for r in rows)}/{k + 1}")
     env.close()
-    return _result(cfg, rows, videos)
+    result = _result(cfg, rows, videos)
+    if any(stats):  # what the policy counted per episode (vla+imagine: decisions, those MPC took)
+        for entry, st in zip(result.per_episode, stats):
+            entry.update(st)
+        result.policy_stats = {k: sum(st.get(k, 0) for st in stats) for k in stats[0]}
+    return result
 
 
 def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int, int]], videos: list[str]) -> EvalResult:

@@ -213,8 +213,14 @@ def test_imagine_policy_reports_what_it_imagined(trained):
             assert info["passed"][info["choice"]]
             np.testing.assert_array_equal(a, info["candidates"][info["choice"]][:4])
         assert ("estimated" in info) == (state == "estimated")
+    # refine=always: MPC's plan seeded by the candidates is one more candidate, judged alike
+    policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=5, refine="always", device="cpu"))
+    policy.reset(2, Scene.of(env))
+    a = policy.act(obs)
+    assert policy.last_info["candidates"].shape == (6, 8, 5)
+    assert a.shape == ((1, 5) if policy.last_info["choice"] == 5 else (4, 5))
     # nothing may pass: refine plans the step with MPC, or the cheapest candidate is taken
-    for refine, shape in ((True, (1, 5)), (False, (4, 5))):
+    for refine, shape in (("rejected", (1, 5)), ("never", (4, 5))):
         policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=4, max_collision=-1.0, refine=refine,
                                              device="cpu"))
         policy.reset(2, Scene.of(env))
@@ -227,8 +233,9 @@ def test_policy_names_parse_and_bad_ones_are_refused(trained):
     from policies import check_policy
     from policies.vla import ImagineConfig, vla_config
 
-    cfg = vla_config(f"vla+imagine:{trained[0]},candidates=8,state=estimated,collision=2,refine=false")
-    assert isinstance(cfg, ImagineConfig) and cfg.candidates == 8 and cfg.weights.collision == 2.0 and not cfg.refine
+    cfg = vla_config(f"vla+imagine:{trained[0]},candidates=8,state=estimated,collision=2,refine=always")
+    assert isinstance(cfg, ImagineConfig) and cfg.candidates == 8 and cfg.weights.collision == 2.0
+    assert cfg.refine == "always"
     check_policy(f"vla:{trained[0]},execute=2")
     for name, match in (("vla:missing.pt", "does not exist"), ("vla,execute=x", "not a int"),
                         ("vla+imagine,nosuch=1", "expected FIELD=VALUE")):
@@ -289,7 +296,7 @@ def test_imagine_executes_what_hand_set_scores_prefer_and_rejects_a_collision(tr
 
     env = _env("lift")
     obs, _ = env.reset(seed=4)
-    policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=8, refine=False, device="cpu"))
+    policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=8, refine="never", device="cpu"))
     policy.scorer = HandSet()
     policy.reset(4, Scene.of(env))
     a = policy.act(obs)

@@ -28,6 +28,8 @@ class PolicyBenchConfig:
     """Task whose frames the decisions are made on."""
     candidates: int = 16
     """Chunks vla+imagine samples and scores per decision (k)."""
+    refine: str = "rejected"
+    """vla+imagine's MPC refinement: rejected, always or never (``ImagineConfig.refine``)."""
     decisions: int = 50
     """Timed decisions per policy (after three warm-up decisions)."""
     device: str = "auto"
@@ -85,7 +87,7 @@ def bench_policy(cfg: PolicyBenchConfig) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     vla = VLAPolicy(VLAPolicyConfig(cfg.vla, device=str(device)))
     imagine = ImaginePolicy(ImagineConfig(vla=cfg.vla, world_model=cfg.world_model, candidates=cfg.candidates,
-                                          refine=False, device=str(device)))
+                                          refine=cfg.refine, device=str(device)))
     frames, scene = _frames(cfg, vla.env_overrides, cfg.decisions + 3)
     out: dict = {"task": cfg.task, "device": str(device), "threads": torch.get_num_threads(),
                  "candidates": cfg.candidates, "chunk": vla.model.cfg.chunk, "decisions": cfg.decisions}
