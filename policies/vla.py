@@ -100,7 +100,7 @@ class VLAPolicy:
 
     def refusal(self, obs: dict) -> str | None:
         """Why the policy will not act on this observation (the arm then holds), else None."""
-        return missing_object(str(obs.get("instruction", "")), getattr(self, "scene", None))
+        return missing_object(str(obs.get("instruction", "")), self.scene)
 
     def _inputs(self, obs: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         from robotworld.vla.language import embed
@@ -294,20 +294,19 @@ class ImaginePolicy:
             info["estimated"] = {k: state[k] for k in ("objects", "goal")}
         if ok.any():
             best = int(np.flatnonzero(ok)[np.argmin(cost[ok])])
-            if planned is not None and best == len(chunks) - 1:
-                info.update(choice=best, reason=f"MPC's refinement: the lowest cost of {int(ok.sum())} that pass")
-                action = chunks[best][:1]
-            else:
-                info.update(choice=best, reason=f"candidate {best}: the lowest cost of {int(ok.sum())} that pass")
-                action = chunks[best][:n]
+            refined = planned is not None and best == len(chunks) - 1
+            what = "MPC's refinement" if refined else f"candidate {best}"
+            info.update(choice=best, reason=f"{what}: the lowest cost of {int(ok.sum())} that pass")
+            action = chunks[best][:1 if refined else n]
         elif self.mpc is not None and planned is None:
-            action = self.mpc.act(state, prior_chunks=chunks)
+            refined, action = True, self.mpc.act(state, prior_chunks=chunks)
             info.update(choice=-1, reason="every candidate rejected: MPC seeded by them planned the step")
         else:
             best = int(np.argmin(cost))
+            refined = planned is not None and best == len(chunks) - 1
             info.update(choice=best, reason=f"every candidate rejected: candidate {best} has the lowest cost")
             action = chunks[best][:n]
-        info["refined"] = (planned is not None and info["choice"] == len(chunks) - 1) or info["choice"] == -1
+        info["refined"] = refined
         self.episode_stats["decisions"] += 1
         self.episode_stats["refined"] += int(info["refined"])
         self.last_info = info

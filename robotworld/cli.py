@@ -125,8 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(_table(rows))
     print(f"\nsame seeds: vla+imagine solved {pair['vla+imagine_only']} that vla did not, vla solved "
           f"{pair['vla_only']} that vla+imagine did not ({pair['seeds']} seeds)")
-    if not args.json:
-        print(f"\nvideos: {args.out}/")
+    print(f"\nvideos: {args.out}/")
     return 0
 
 

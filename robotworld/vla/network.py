@@ -60,7 +60,8 @@ def spatial_softmax(x: torch.Tensor) -> torch.Tensor:
 
 
 class CameraEncoder(nn.Module):
-    """One camera: conv layers, FiLM from the instruction on the last two, keypoints + pooling."""
+    """One camera: conv layers, FiLM from the instruction on the last two; keypoints, a linear
+    read of the last map and its mean."""
 
     def __init__(self, channels: tuple[int, ...], lang_dim: int, image_size: int, keypoints: int, flat: int) -> None:
         super().__init__()
@@ -83,7 +84,7 @@ class CameraEncoder(nn.Module):
         self.out_dim = 2 * keypoints + flat + channels[-1]
 
     def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
-        """image: (B, 3, S, S) float in [-0.5, 0.5]; lang: (B, D) -> (B, 3 C)."""
+        """image: (B, 3, S, S) float in [-0.5, 0.5]; lang: (B, D) -> (B, out_dim)."""
         film = self.film(lang)
         x, used = image, 0
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
