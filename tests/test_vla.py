@@ -152,6 +152,23 @@ def test_training_resumes_where_it_stopped(demos, tmp_path):
     assert m["step"] == 4 and ckpt.read(tmp_path / "run" / "checkpoint.pt")["step"] == 4
 
 
+
+def test_fine_tune_starts_from_the_weights_with_a_new_schedule(trained, demos, tmp_path):
+    from robotworld.vla.train import train
+
+    path, _ = trained
+    cfg = dict(data=",".join(demos), batch_size=8, eval_every=2, holdout_every=8, device="cpu", progress=False)
+    m = train(PolicyTrainConfig(steps=2, init=str(path), out=str(tmp_path / "ft"), lr=1e-9, **cfg))
+    body = ckpt.read(tmp_path / "ft" / "checkpoint.pt")
+    assert body["step"] == 2 and m["step"] == 2  # a fresh count, not the init run's 400
+    start = ckpt.load(path).state_dict()
+    tuned = ckpt.load(tmp_path / "ft" / "checkpoint.pt").state_dict()
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-5) for k in start)  # lr ~ 0: the weights kept
+    with pytest.raises(ValueError, match="chunks of 8, not 4"):
+        train(PolicyTrainConfig(steps=2, init=str(path), out=str(tmp_path / "ft2"), chunk=4, **cfg))
+    with pytest.raises(ValueError, match="estimator_loss"):
+        train(PolicyTrainConfig(steps=2, estimator_loss="l3", out=str(tmp_path / "ft3"), **cfg))
+
 # ---- the policies ----------------------------------------------------------------------------
 def _env(task: str):
     return sims.make(task, cameras=("front", "wrist"), image_size=(SIZE, SIZE))

@@ -51,6 +51,9 @@ class PolicyTrainConfig:
     estimator_weight: float = 1.0
     """Weight of the auxiliary loss that estimates the object and zone positions from the
     cameras (what ``vla+imagine --state estimated`` imagines from)."""
+    estimator_loss: str = "huber"
+    """huber (quadratic within 5 cm, linear beyond: a few frames of an object in flight do not
+    dominate the gradient) or mse."""
     shift: int = 4
     """Random shift of each camera frame in pixels during training (0: none), the augmentation
     image-based behaviour cloning relies on."""
@@ -64,6 +67,9 @@ class PolicyTrainConfig:
     """auto (cuda when there is one), cpu or cuda[:N]."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
+    init: str = ""
+    """Start from this VLA checkpoint's weights ('default': the shipped one) with a fresh optimizer
+    and schedule: a fine-tune (its sizes and normalisation are kept; ignored with --resume)."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt: weights, optimizer, step count and sampler state."""
     progress: bool = True

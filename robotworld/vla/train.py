@@ -161,8 +161,12 @@ class Objective(nn.Module):
         flow = (((v - (a - eps)) ** 2) * w).sum() / w.sum().clamp_min(1.0)
         objs, goal = m.estimate(z)
         om = batch["objects_mask"]
-        err_obj = (((objs - batch["objects"]) / 0.05) ** 2).sum(-1)  # (B, N), in 5 cm units
-        err_goal = (((goal - batch["goal"]) / 0.05) ** 2).sum(-1)
+        if cfg.estimator_loss == "huber":  # in 5 cm units: quadratic below, linear above
+            def err(x, y): return F.smooth_l1_loss(x / 0.05, y / 0.05, reduction="none", beta=1.0).sum(-1)
+        else:
+            def err(x, y): return (((x - y) / 0.05) ** 2).sum(-1)
+        err_obj = err(objs, batch["objects"])  # (B, N)
+        err_goal = err(goal, batch["goal"])
         estimate = (err_obj * om).sum() / om.sum().clamp_min(1.0) + err_goal.mean()
         total = flow + cfg.estimator_weight * estimate
         return total, {"flow": flow.detach(), "estimate": estimate.detach()}
@@ -208,6 +212,8 @@ def train(cfg: PolicyTrainConfig) -> dict[str, Any]:
     for name, v in (("steps", cfg.steps), ("batch_size", cfg.batch_size), ("chunk", cfg.chunk)):
         if v < 1:
             raise ValueError(f"{name} = {v}: expected at least 1")
+    if cfg.estimator_loss not in ("huber", "mse"):
+        raise ValueError(f"estimator_loss = {cfg.estimator_loss!r}: expected huber or mse")
     out = writable_dir(cfg.out, "run directory")
     latest = out / "checkpoint.pt"
     body = ckpt.read(latest) if cfg.resume and latest.exists() else None
@@ -222,6 +228,15 @@ def train(cfg: PolicyTrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     if body is not None:
         model = ckpt.load(latest, device).train()
+    elif cfg.init:
+        model = ckpt.load(cfg.init, device).train()
+        spec = model.spec
+        if (tuple(spec.cameras), spec.image_size, spec.action_dim) != (data.cameras, data.image_size, data.action_dim):
+            raise ValueError(f"--init {cfg.init}: the VLA sees {spec.cameras} at {spec.image_size} px with "
+                             f"{spec.action_dim}-d actions; the data has {data.cameras} at {data.image_size} px with "
+                             f"{data.action_dim}-d actions")
+        if model.cfg.chunk != cfg.chunk:
+            raise ValueError(f"--init {cfg.init}: it predicts chunks of {model.cfg.chunk}, not {cfg.chunk}")
     else:
         mean, std = data.stats()
         spec = VLASpec(cameras=data.cameras, image_size=data.image_size, action_dim=data.action_dim,
