@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch: a CPU build first, so that no multi-GB CUDA build is pulled in on a CPU machine.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install sysdeps clean bench world-model vla
+.PHONY: demo test lint install sysdeps rosnet clean bench world-model vla
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,12 +25,23 @@ sysdeps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libosmesa6 >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq libegl1 libgl1 libosmesa6 >/dev/null; fi; fi
+	@if ! command -v ip >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq iproute2 >/dev/null || (apt-get update -qq && \
+	    apt-get install -y -qq iproute2 >/dev/null); \
+	  else sudo apt-get install -y -qq iproute2 >/dev/null; fi; fi
 
 demo: install
 	$(BIN)/robotworld demo
 
-test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# The ROS 2 tests run the bridge and a client in two processes on this host: DDS discovery on
+# loopback needs multicast on lo (root, or sudo without a password; skipped with a note otherwise).
+rosnet:
+	@if ! ip link show lo 2>/dev/null | grep -q MULTICAST; then \
+	  ip link set lo multicast on 2>/dev/null || sudo -n ip link set lo multicast on 2>/dev/null || \
+	  echo "note: could not enable multicast on lo; the ROS 2 bridge tests need it"; fi
+
+test: install rosnet
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check robotworld sims policies tests

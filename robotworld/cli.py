@@ -140,6 +140,7 @@ BENCHES = {
     "planner": ("PlannerBenchConfig", "bench_planner", "MPPI / CEM plan latency over the world model, flops fraction"),
     "twin": ("TwinBenchConfig", "bench_twin", "MuJoCo vs PyBullet divergence on the same expert actions"),
     "policy": ("PolicyBenchConfig", "bench_policy", "decision latency of vla and vla+imagine (k candidates scored)"),
+    "bridge": ("BridgeBenchConfig", "bench_bridge", "ROS 2 bridge under a 20 Hz joint-state stream: latency, loss, memory"),
     "collision": ("CollisionBenchConfig", "bench_collision",
                   "learned collision predictor vs the exact checker: recall, precision, queries/s"),
 }
@@ -173,6 +174,23 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     if args.json:
         cfg.progress = False
     _emit(train(cfg), args.json)
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from robotworld.ros.config import BridgeConfig
+
+    file_values = configs.load_yaml(args.config) if args.config else {}
+    cfg = configs.build(BridgeConfig, args, file_values)
+    for name in ("joint_names", "finger_names", "position_min", "position_max", "velocity_max"):
+        setattr(cfg, name, tuple(getattr(cfg, name)))
+    from robotworld.ros.node import run
+
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"robotworld bridge needs ROS 2's rclpy ({e}): pip install 'robotworld[ros2]'") from None
+    _emit(run(cfg, args.ros_args, args.duration, args.status_file or ""), args.json)
     return 0
 
 
@@ -269,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a task config field, e.g. --set episode_length=200")
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ev.set_defaults(func=cmd_eval)
+
+    from robotworld.ros.config import BridgeConfig
+
+    br = sub.add_parser("bridge", help="ROS 2 node: a policy in front of a ROS 2 arm (or, with --sim, robotworld's "
+                        "own MuJoCo arm); joint states, cameras and poses in, JointTrajectory out",
+                        description="Topics, joint names and limits come from --config bridge.yaml (see "
+                        "configs/bridge.yaml); remap the ROS way after --ros-args, e.g. "
+                        "robotworld bridge --sim --ros-args -r /joint_states:=/franka/joint_states")
+    configs.add_arguments(br, BridgeConfig, skip=("joint_names", "finger_names", "position_min", "position_max",
+                                                  "velocity_max", "extra"))
+    br.add_argument("--config", help="YAML file of BridgeConfig fields (joint names, limits, topics)")
+    br.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default 0: until Ctrl-C)")
+    br.add_argument("--status-file", help="JSON file rewritten every 0.2 s with the running summary")
+    br.add_argument("--json", action="store_true", help="print the summary as JSON when it stops")
+    br.set_defaults(func=cmd_bridge)
 
     demo = sub.add_parser("demo", help="run the main job: the VLA alone against the VLA that imagines before it "
                                        "acts (and the expert as the reference), with videos of what it imagined")
@@ -372,7 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     _stacks_on_sigusr1()
     if argv[:2] == ["eval", "world-model"]:  # `robotworld eval world-model ...`
         argv = ["eval-world-model"] + argv[2:]
+    ros_args: list[str] = []
+    if "--ros-args" in argv:  # ROS remapping and parameters pass through to rclpy untouched
+        k = argv.index("--ros-args")
+        argv, ros_args = argv[:k], argv[k + 1:]
     args = build_parser().parse_args(argv)
+    args.ros_args = ros_args
     try:
         return args.func(args)
     except (ConfigError, configs.ConfigFileError, ValueError, DatasetError) as e:  # CheckpointError is a ValueError

@@ -8,8 +8,10 @@ returning a dict of figures (printed as a table, or JSON with --json).
     robotworld bench twin --task pick_place --episodes 20 --json
     robotworld bench collision --json
     robotworld bench policy --json                       # robotworld.bench.policy: vla, vla+imagine
+    robotworld bench bridge --policy mpc-fast --seconds 600 --json   # robotworld.bench.bridge (ROS 2)
 """
 
+from robotworld.bench.bridge import BridgeBenchConfig, bench_bridge
 from robotworld.bench.collision import CollisionBenchConfig, bench_collision
 from robotworld.bench.data import DataBenchConfig, bench_data
 from robotworld.bench.env import EnvBenchConfig, bench_env
@@ -18,6 +20,6 @@ from robotworld.bench.planner import PlannerBenchConfig, bench_planner, parse_se
 from robotworld.bench.policy import PolicyBenchConfig, bench_policy
 from robotworld.bench.twin import TwinBenchConfig, bench_twin
 
-__all__ = ["CollisionBenchConfig", "DataBenchConfig", "EnvBenchConfig", "ImagineBenchConfig", "PlannerBenchConfig",
-           "PolicyBenchConfig", "TwinBenchConfig", "bench_collision", "bench_data", "bench_env", "bench_imagine", "bench_planner",
-           "bench_policy", "bench_twin", "parse_settings"]
+__all__ = ["BridgeBenchConfig", "CollisionBenchConfig", "DataBenchConfig", "EnvBenchConfig", "ImagineBenchConfig",
+           "PlannerBenchConfig", "PolicyBenchConfig", "TwinBenchConfig", "bench_bridge", "bench_collision", "bench_data",
+           "bench_env", "bench_imagine", "bench_planner", "bench_policy", "bench_twin", "parse_settings"]
