@@ -378,20 +378,19 @@ def run(cfg: BridgeConfig, ros_args: list[str] | None = None, duration: float = 
         executor.add_node(sim.node)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    t0 = time.monotonic()
+    # spun in this thread: the simulated cameras' GL context belongs to the thread that made it
+    t0 = last_status = time.monotonic()
     try:
         while not stop.is_set() and (not duration or time.monotonic() - t0 < duration):
-            stop.wait(0.2)
-            if status_file:
+            executor.spin_once(timeout_sec=0.05)
+            if status_file and time.monotonic() - last_status > 0.2:
                 _write_status(status_file, bridge, sim)
+                last_status = time.monotonic()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         executor.shutdown()
-        thread.join(timeout=5)
         summary = summarise(bridge, sim)
         bridge.node.destroy_node()
         if sim is not None:
