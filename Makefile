@@ -76,18 +76,23 @@ world-model: install
 
 # Reproduces the shipped VLA (robotworld/checkpoints/vla.pt): noisy-expert demonstrations with both
 # cameras at 64 x 64 and the expert's clean labels (DART), from seed 1,000,000 so that the
-# evaluation seeds 0-99 stay unseen; then 30,000 steps of behaviour cloning (about 40 min on 2
-# cores). Killed, it resumes where it stopped: the collection skips the episodes on disk, the
-# training continues from its last checkpoint.
+# evaluation seeds 0-99 stay unseen; then behaviour cloning in three stages (about 90 min on 2
+# cores): 30,000 steps with 4-pixel random shifts, then two 10,000-step fine-tunes that sharpen
+# the camera estimator (1-pixel shifts and its Huber loss; then no shift and its weight doubled:
+# docs/experiments.md, 2026-12-07). Killed, it resumes where it stopped: the collection skips
+# the episodes on disk, each stage continues from its last checkpoint.
 VLA_EPISODES := reach:400 push:800 lift:800 pick_place:1200 pick_place_clutter:1200
 VLA_DATA := $(foreach s,$(VLA_EPISODES),data/vla/$(firstword $(subst :, ,$(s))))
+VLA_TRAIN = $(BIN)/robotworld train policy --data $(subst $(space),$(comma),$(strip $(VLA_DATA))) --seed 0 --resume
 vla: install
 	for s in $(VLA_EPISODES); do t=$${s%%:*}; n=$${s##*:}; \
 	  $(BIN)/robotworld collect --task $$t --policy noisy-expert --episodes $$n \
 	  --workers 2 --seed 1000000 --cameras front,wrist --set image_size=64,64 --out data/vla/$$t || exit 1; done
-	$(BIN)/robotworld train policy --data $(subst $(space),$(comma),$(strip $(VLA_DATA))) --out runs/vla_default \
-	  --steps 30000 --lr 5e-4 --seed 0 --resume
-	$(BIN)/python -c "from robotworld.vla.checkpoint import export_shipped; export_shipped('runs/vla_default/checkpoint.pt')"
+	$(VLA_TRAIN) --out runs/vla_default --steps 30000 --lr 5e-4 --shift 4 --estimator-loss mse
+	$(VLA_TRAIN) --out runs/vla_default_ft1 --init runs/vla_default/checkpoint.pt --steps 10000 --lr 3e-4 --shift 1
+	$(VLA_TRAIN) --out runs/vla_default_ft2 --init runs/vla_default_ft1/checkpoint.pt --steps 10000 --lr 2e-4 \
+	  --shift 0 --estimator-weight 2
+	$(BIN)/python -c "from robotworld.vla.checkpoint import export_shipped; export_shipped('runs/vla_default_ft2/checkpoint.pt')"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

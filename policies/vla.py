@@ -239,6 +239,14 @@ class ImaginePolicy:
         if self.mpc is not None:
             self.mpc.reset(seed, scene)
 
+    def warm_up(self, obs: dict) -> None:
+        """One decision and one MPC refinement on obs, results dropped: the first call of each
+        allocates and compiles (hundreds of ms), which a robot's first late answer must not pay."""
+        self.act(obs)
+        if self.mpc is not None:
+            z = self.vla.features(obs)
+            self.mpc.plan(self.imagined_state(obs, z), prior_chunks=self.vla.sample(obs, self.cfg.candidates, z))
+
     def imagined_state(self, obs: dict, z: torch.Tensor) -> dict:
         """The observation imagination starts from: obs itself, or with the estimated objects and goal."""
         if self.cfg.state == "privileged":

@@ -222,6 +222,8 @@ def test_imagine_policy_reports_what_it_imagined(trained):
     for state in ("privileged", "estimated"):
         policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=6, state=state, device="cpu"))
         policy.reset(2, Scene.of(env))
+        policy.warm_up(obs)  # a decision and an MPC refinement, as the ROS bridge runs before acting
+        policy.reset(2, Scene.of(env))
         a = policy.act(obs)
         info = policy.last_info
         assert info["candidates"].shape == (6, 8, 5) and info["cost"].shape == (6,)

@@ -164,9 +164,12 @@ def _one(cfg: BridgeBenchConfig, policy: str, seconds: float) -> dict:
         time.sleep(cfg.warmup)
         with probe.lock:
             first = max(probe.sent)  # count from here
-        rss0 = _rss_mb(proc.pid)
-        time.sleep(seconds)
-        rss1 = _rss_mb(proc.pid)
+        rss0, samples = _rss_mb(proc.pid), []
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:  # resident memory once a minute: a leak grows, a one-off steps
+            time.sleep(min(60.0, max(0.0, t_end - time.monotonic())))
+            samples.append(round(_rss_mb(proc.pid), 1))
+        rss1 = samples[-1] if samples else _rss_mb(proc.pid)
         probe.publishing = False
         stopped = time.perf_counter()
         with probe.lock:
@@ -189,9 +192,9 @@ def _one(cfg: BridgeBenchConfig, policy: str, seconds: float) -> dict:
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
             "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
             "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
-            "rss_mb_start": round(rss0, 1), "rss_mb_end": round(rss1, 1),
+            "rss_mb_start": round(rss0, 1), "rss_mb_end": round(rss1, 1), "rss_mb_each_minute": samples,
             "hold_after_last_joint_state_ms": round((hold[0] - stopped) * 1000, 1) if hold else None,
-            "bridge_holds": summary.get("holds")}
+            "bridge_holds": summary.get("holds"), "bridge_rejected": summary.get("rejected_joint_states")}
 
 
 def bench_bridge(cfg: BridgeBenchConfig) -> dict:

@@ -170,7 +170,7 @@ class BridgeCore:
             return f"image_{camera}: {data.size} bytes for {h} x {w} rgb8"
         if self.cameras and (h, w) != tuple(self.image_size):
             return f"image_{camera}: {h} x {w}, the policy sees {self.image_size[0]} x {self.image_size[1]}"
-        self.images[camera] = (float(msg.get("stamp", now)), data.reshape(h, w, 3))
+        self.images[camera] = (float(msg.get("stamp", now)), data.reshape(h, w, 3).copy())  # writable: torch reads it
         return None
 
     def on_objects(self, msg: dict, now: float) -> str | None:
@@ -272,13 +272,15 @@ class BridgeCore:
             return self._hold(f"holding: {why}", now, answers)
         try:
             obs = self.observation()
+            if not self.warm:  # the first calls compile and allocate (seconds): that answer is late, so dropped
+                self.warm = True
+                # and the paths a policy takes only sometimes (vla+imagine's MPC refinement)
+                getattr(self.policy, "warm_up", self.policy.act)(obs)
+                self.reset()
+                return self._hold("holding: the policy warmed up on this state; it acts from the next", now, answers)
             chunk = np.asarray(self.policy.act(obs), np.float64).reshape(-1, 5)
         except Exception as e:  # a policy that fails must not move the arm
             return self._hold(f"holding: the policy failed: {type(e).__name__}: {e}", now, answers)
-        if not self.warm:  # the first call compiles and allocates (seconds): its answer is late, so dropped
-            self.warm = True
-            self.reset()
-            return self._hold("holding: the policy warmed up on this state; it acts from the next", now, answers)
         info = getattr(self.policy, "last_info", {}) or {}
         if str(info.get("reason", "")).startswith("holding"):
             return self._hold(info["reason"], now, answers)
