@@ -17,6 +17,17 @@ from sims import robot
 
 rclpy = pytest.importorskip("rclpy", reason="the ros2 extra (make test installs it)")
 
+
+def _loopback_multicast() -> bool:
+    try:
+        return bool(int(open("/sys/class/net/lo/flags").read(), 16) & 0x1000)  # IFF_MULTICAST
+    except OSError:
+        return True  # no sysfs: let discovery try
+
+
+pytestmark = pytest.mark.skipif(not _loopback_multicast(), reason="DDS discovery between two processes needs "
+                                "multicast on lo: `make test` enables it as root (ip link set lo multicast on)")
+
 DOMAIN = str(40 + os.getpid() % 50)  # a domain of this run's own: parallel runs do not hear each other
 ENV = {**os.environ, "ROS_DOMAIN_ID": DOMAIN, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
        "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
