@@ -129,6 +129,10 @@ def test_obstacles_reset_the_policy_with_the_new_scene():
     assert pol.resets == before + 1
     np.testing.assert_allclose(pol.scene.obstacles, [[0.5, 0.0, 0.05, 0.02, 0.02, 0.05]], atol=1e-6)
     assert core.on_obstacles([{"center": (0, 0, 0), "size": (0, 1, 1)}]).startswith("obstacles")
+    core.on_instruction("move the gripper to the red dot")  # the same words: the same job
+    assert pol.resets == before + 1
+    core.on_instruction("put the blue cube in the red zone")
+    assert pol.resets == before + 2 and core.on_instruction("  ") == "instruction: empty"
 
 
 def test_bad_configs_are_refused():

@@ -201,7 +201,10 @@ class BridgeCore:
     def on_instruction(self, text: str) -> str | None:
         if not isinstance(text, str) or not text.strip():
             return "instruction: empty"
+        changed = bool(self.instruction) and text.strip() != self.instruction
         self.instruction = text.strip()
+        if changed:  # a new job: the policy starts it afresh
+            self.reset()
         return None
 
     # ---- services ------------------------------------------------------------------------------
