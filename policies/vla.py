@@ -191,6 +191,9 @@ class ImagineConfig:
     the step when every candidate is rejected), always (its plan joins the candidates every
     decision and is scored, checked and chosen like them; it executes one step) or never (the
     lowest-cost candidate is executed even when all are rejected)."""
+    choose: str = "cost"
+    """Which passing candidate is executed: cost (the lowest imagined cost) or first (the VLA's
+    own first draw that passes: imagination only vetoes)."""
     weights: CostWeights = field(default_factory=CostWeights)
     """How the imagined terms add up to the score (the planner's cost, lower is better)."""
     seed: int = 0
@@ -214,6 +217,8 @@ class ImaginePolicy:
             raise ValueError(f"candidates = {cfg.candidates}: expected at least 1")
         if cfg.refine not in ("rejected", "always", "never"):
             raise ValueError(f"refine = {cfg.refine!r}: expected rejected, always or never")
+        if cfg.choose not in ("cost", "first"):
+            raise ValueError(f"choose = {cfg.choose!r}: expected cost or first")
         self.vla = VLAPolicy(VLAPolicyConfig(cfg.vla, cfg.execute, 1.0, cfg.seed, cfg.device))
         self.device = self.vla.device
         self.env_overrides = self.vla.env_overrides
@@ -301,10 +306,12 @@ class ImaginePolicy:
         if state is not obs:
             info["estimated"] = {k: state[k] for k in ("objects", "goal")}
         if ok.any():
-            best = int(np.flatnonzero(ok)[np.argmin(cost[ok])])
+            passing = np.flatnonzero(ok)
+            best = int(passing[0] if self.cfg.choose == "first" else passing[np.argmin(cost[ok])])
             refined = planned is not None and best == len(chunks) - 1
             what = "MPC's refinement" if refined else f"candidate {best}"
-            info.update(choice=best, reason=f"{what}: the lowest cost of {int(ok.sum())} that pass")
+            how = "the VLA's first draw" if self.cfg.choose == "first" else "the lowest cost"
+            info.update(choice=best, reason=f"{what}: {how} of {int(ok.sum())} that pass")
             action = chunks[best][:1 if refined else n]
         elif self.mpc is not None and planned is None:
             refined, action = True, self.mpc.act(state, prior_chunks=chunks)

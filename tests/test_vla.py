@@ -324,6 +324,12 @@ def test_imagine_executes_what_hand_set_scores_prefer_and_rejects_a_collision(tr
     assert info["choice"] == order[1] and not info["passed"][order[0]]
     assert "collision 0.90" in info["rejected_because"][order[0]]
     np.testing.assert_array_equal(a, info["candidates"][order[1]][:4])
+    # choose=first: imagination only vetoes; the VLA's first draw that passes is executed
+    policy.cfg.choose = "first"
+    policy.reset(4, Scene.of(env))
+    policy.act(obs)
+    info = policy.last_info
+    assert info["choice"] == int(np.flatnonzero(info["passed"])[0]) and "first draw" in info["reason"]
 
 
 def test_an_instruction_naming_an_absent_object_holds_the_arm(trained):
