@@ -89,6 +89,8 @@ class VLAPolicy:
             raise ValueError(f"execute = {cfg.execute}: expected 1 to the chunk length {self.model.cfg.chunk}")
         self.env_overrides = {"cameras": tuple(spec.cameras), "image_size": (spec.image_size, spec.image_size)}
         """The task config fields the VLA's observations need (``robotworld eval`` applies them)."""
+        self.reads_state = False
+        """The VLA acts from the cameras alone: no object or zone poses (the ROS bridge asks)."""
         self.generator = torch.Generator(device=self.device).manual_seed(_episode_seed(cfg.seed, None))
         self.scene: Scene | None = None
         self.grip = 1.0
@@ -222,6 +224,8 @@ class ImaginePolicy:
         self.vla = VLAPolicy(VLAPolicyConfig(cfg.vla, cfg.execute, 1.0, cfg.seed, cfg.device))
         self.device = self.vla.device
         self.env_overrides = self.vla.env_overrides
+        self.reads_state = cfg.state == "privileged"
+        """Whether imagination reads the object and zone poses from the state (the ROS bridge asks)."""
         self.world_model = load(cfg.world_model, self.device)
         self.scorer = Scorer(self.world_model, cfg.weights, PLANNING)
         self.mpc = None

@@ -74,6 +74,10 @@ class Policy(Protocol):
 
     Given the episode's seed, a policy that draws random numbers restarts them from (its own
     seed, the episode's), so any episode of an evaluation replays the same when run alone.
+
+    Optional attributes a caller reads when present: ``env_overrides`` (task config fields its
+    observations need, e.g. cameras), ``reads_state`` (False when it needs no object and zone
+    poses; True is assumed) and ``warm_up(obs)`` (run once before acting for real).
     """
 
     def reset(self, seed: int | None = None, scene: Scene | None = None) -> None: ...

@@ -95,7 +95,8 @@ class BridgeCore:
         over = getattr(policy, "env_overrides", {})
         self.cameras = tuple(over.get("cameras", ()))
         self.image_size = tuple(over.get("image_size", task_cfg.image_size))
-        self.needs_objects = _reads_state(policy)
+        # object and zone poses: what a policy reads of the state (it says so; MPC and the experts do)
+        self.needs_objects = bool(getattr(policy, "reads_state", True))
         self.dt = 1.0 / cfg.control_hz
         self.scale = ActionScale(float(task_cfg.max_yaw_step), float(task_cfg.max_ee_step), 0.0, self.dt)
         self.controller = EEController(task_cfg.max_ee_step, task_cfg.max_yaw_step, task_cfg.max_joint_step, self.dt)
@@ -351,18 +352,6 @@ def check_trajectory(t: Trajectory, q_lo, q_hi, v_max, finger_max: float) -> str
     if (p[:, 7:] < -eps).any() or (p[:, 7:] > finger_max + eps).any():
         return "finger position outside [0, finger_max]"
     return None
-
-
-def _reads_state(policy) -> bool:
-    """Whether a policy needs object and goal poses (everything but the VLA alone, or imagining
-    from its own estimate)."""
-    cfg = getattr(policy, "cfg", None)
-    kind = type(policy).__name__
-    if kind == "VLAPolicy":
-        return False
-    if kind == "ImaginePolicy":
-        return getattr(cfg, "state", "privileged") == "privileged"
-    return True
 
 
 def _imagined(info: dict) -> tuple[dict, dict]:
