@@ -395,3 +395,36 @@ def test_video_camera_extras_leave_the_policy_cameras_unchanged():
           "grasp": np.zeros((2, 3)), "collision": np.ones((2, 3))}
     frame = draw(np.zeros((480, 640, 3), np.uint8), "lift the red cube", "step 0", {"imagined": im, "choice": 0})
     assert frame.shape == (480, 640, 3) and frame.any()
+
+
+def test_training_phrasings_keep_the_slots_and_stay_apart_from_the_held_out_ones(demos):
+    """Every simulator instruction is read back into its object and zone, its rewrites name
+    them, none is a held-out phrasing, and training with --paraphrase draws them."""
+    from pathlib import Path
+
+    from robotworld.evaluation import read_paraphrases
+    from robotworld.vla.phrasings import PHRASINGS, rewrites, slots
+    from robotworld.vla.train import Demonstrations
+    from sims.tasks import SAMPLERS, default_config, instruction_slots
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "paraphrases"
+    for task, sample_episode in SAMPLERS.items():
+        held_out = {t.format(object="{object}", target="{target}") for t in read_paraphrases(str(root / f"{task}.txt"))}
+        assert not held_out & set(PHRASINGS[task]), task
+        cfg = default_config(task)
+        for seed in range(30):
+            ep = sample_episode(np.random.default_rng(seed), cfg)
+            assert slots(task, ep.instruction) == instruction_slots(task, ep), (task, ep.instruction)
+            assert all(v in r for r in rewrites(task, ep.instruction) for v in instruction_slots(task, ep).values())
+    assert slots("lift", "do a little dance") is None and rewrites("lift", "do a little dance") == []
+
+    plain = Demonstrations(demos, 8, 0, 8, "train")
+    mixed = Demonstrations(demos, 8, 0, 8, "train", paraphrase=0.5)
+    langs = [mixed.sample(16, torch.device("cpu"))["lang"] for _ in range(4)]
+    own = {tuple(np.round(v, 5)) for opts in plain._lang.values() for v in opts}
+    drawn = {tuple(np.round(v, 5)) for b in langs for v in b.numpy()}
+    assert drawn - own, "no rewrite was drawn at paraphrase=0.5"
+    assert drawn & own, "the episodes' own phrasings should still be drawn"
+    with pytest.raises(ValueError, match="probability"):
+        Demonstrations(demos, 8, 0, 8, "train", paraphrase=1.5)
+

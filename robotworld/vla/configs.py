@@ -57,6 +57,9 @@ class PolicyTrainConfig:
     shift: int = 4
     """Random shift of each camera frame in pixels during training (0: none), the augmentation
     image-based behaviour cloning relies on."""
+    paraphrase: float = 0.0
+    """Probability that a training frame's instruction is rewritten with another phrasing of
+    the same task, object and zone (``robotworld.vla.phrasings``; none of the held-out ones)."""
     holdout_every: int = 20
     """Every N-th episode of each dataset is held out for evaluation."""
     eval_every: int = 1000

@@ -46,10 +46,12 @@ class Demonstrations:
     """
 
     def __init__(self, dirs: list[str], chunk: int, seed: int, holdout_every: int, split: str,
-                 cameras: tuple[str, ...] = CAMERAS, max_objects: int = 2, progress: bool = False) -> None:
+                 cameras: tuple[str, ...] = CAMERAS, max_objects: int = 2, progress: bool = False,
+                 paraphrase: float = 0.0) -> None:
         from robotworld.data.dataset import Dataset
         from robotworld.data.windows import WindowSampler
         from robotworld.vla.language import embed
+        from robotworld.vla.phrasings import rewrites
 
         if not dirs:
             raise ValueError("no dataset given: pass --data DIR[,DIR...]")
@@ -76,8 +78,16 @@ class Demonstrations:
             if n > max_objects:
                 raise ValueError(f"dataset {s.dataset.root} has {n} objects; the VLA estimates at most {max_objects}")
         self.cameras, self.max_objects = cameras, max_objects
-        texts = sorted({t for s in self.samplers for t in s.instructions})
-        self._lang = dict(zip(texts, embed(texts)))
+        if not 0 <= paraphrase <= 1:
+            raise ValueError(f"paraphrase = {paraphrase}: expected a probability in [0, 1]")
+        self.paraphrase = paraphrase
+        self._rng = np.random.default_rng([seed, 31])
+        texts = sorted({(task, t) for s, task in zip(self.samplers, self.tasks) for t in s.instructions})
+        # each instruction's own embedding first, then those of its training rewrites
+        self._lang = {}
+        for task, t in texts:
+            options = [t] + (rewrites(task, t) if paraphrase > 0 else [])
+            self._lang[t] = embed(options)
 
     @property
     def transitions(self) -> int:
@@ -92,6 +102,12 @@ class Demonstrations:
             parts.append(s.obs["proprio"][np.sort(rng.choice(n, size=min(rows, n), replace=False))])
         x = np.concatenate(parts)
         return x.mean(0).tolist(), np.maximum(x.std(0), 1e-2).tolist()
+
+    def _phrase(self, text: str) -> np.ndarray:
+        options = self._lang[text]
+        if len(options) > 1 and self._rng.random() < self.paraphrase:
+            return options[1 + int(self._rng.integers(len(options) - 1))]
+        return options[0]
 
     def sample(self, batch_size: int, device: torch.device) -> dict[str, Any]:
         """images {camera: (B, S, S, 3) uint8}, proprio (B, P), lang (B, 384), chunk (B, H, A),
@@ -112,7 +128,7 @@ class Demonstrations:
         obj = [objects(w.obs["objects"]) for w, _ in parts]
         out = {
             "proprio": cat([w.obs["proprio"][:, 0] for w, _ in parts]),
-            "lang": np.stack([self._lang[s.instruction_of[int(e)]] for w, s in parts for e in w.episode]),
+            "lang": np.stack([self._phrase(s.instruction_of[int(e)]) for w, s in parts for e in w.episode]),
             "chunk": cat([w.label for w, _ in parts]),
             "mask": cat([w.mask for w, _ in parts]).astype(np.float32),
             "objects": cat([p for p, _ in obj]),
@@ -223,7 +239,7 @@ def train(cfg: PolicyTrainConfig) -> dict[str, Any]:
         raise ValueError(f"--resume: {latest} predicts chunks of {body['config']['model']['chunk']}, not {cfg.chunk}")
     dirs = [d.strip() for d in cfg.data.split(",") if d.strip()]
     data = Demonstrations(dirs, cfg.chunk, cfg.seed + 1000 * rank, cfg.holdout_every, "train",
-                          progress=cfg.progress and rank == 0)
+                          progress=cfg.progress and rank == 0, paraphrase=cfg.paraphrase)
     held = Demonstrations(dirs, cfg.chunk, cfg.seed + 1, cfg.holdout_every, "held-out")
     torch.manual_seed(cfg.seed)
     if body is not None:
@@ -250,6 +266,8 @@ def train(cfg: PolicyTrainConfig) -> dict[str, Any]:
         step = int(body["step"])
         for s, st in zip(data.samplers, body.get("sampler_states", [])):
             s._rng.bit_generator.state = st
+        if "phrase_rng" in body:
+            data._rng.bit_generator.state = body["phrase_rng"]
         if "torch_rng" in body:
             torch.set_rng_state(body["torch_rng"].cpu())
     wrapped = training.data_parallel(objective, device, world)
@@ -279,6 +297,7 @@ def train(cfg: PolicyTrainConfig) -> dict[str, Any]:
                 writer.add_scalar(f"eval/{k}", v, step)
             extra = {"train_config": asdict(cfg), "step": step, "optimizer": opt.state_dict(), "metrics": metrics,
                      "sampler_states": [s._rng.bit_generator.state for s in data.samplers],
+                     "phrase_rng": data._rng.bit_generator.state,
                      "torch_rng": torch.get_rng_state()}
             ckpt.save(latest, model, extra)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
