@@ -252,7 +252,7 @@ def _result(cfg: EvalConfig, rows: list[tuple[int, int, int, int, int]], videos:
                       [{"seed": cfg.seed + k, "success": bool(ok), "steps": int(n), "collision_steps": int(c),
                         "grasp_steps": int(g), "link_contact_steps": int(lk)}
                        for k, (ok, c, n, g, lk) in enumerate(rows)],
-                      sum(r[4] for r in rows) / cfg.episodes)
+                      link_contacts_per_episode=sum(r[4] for r in rows) / cfg.episodes)
 
 
 def _evaluate_batched(cfg: EvalConfig, env, policy, overrides: dict) -> EvalResult:

@@ -36,6 +36,11 @@ def test_eval_json_has_the_documented_keys(tmp_path):
         assert key in res
     assert res["episodes"] == 3 and res["success_rate"] == 1.0
     assert res["success_ci95"][0] < 1.0 <= res["success_ci95"][1]
+    # the summary fields are the per-episode counts averaged, each in its own key
+    per = res["per_episode"]
+    assert res["link_contacts_per_episode"] == sum(r["link_contact_steps"] for r in per) / 3
+    assert res["collisions_per_episode"] == sum(r["collision_steps"] for r in per) / 3
+    assert res["policy_stats"] == {}
     videos = list(tmp_path.glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     assert not list(tmp_path.glob(".*tmp*"))
