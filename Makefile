@@ -49,12 +49,16 @@ lint: install
 bench: install
 	$(BIN)/robotworld bench env --task pick_place
 
-# Reproduces the shipped world model (robotworld/checkpoints/world_model.pt): 800 noisy-expert
-# episodes per task (seed 0); 400 random-action episodes on reach and lift (seed 100000), so
-# that the model has seen the tool wander where a planner's samples take it; 800 lift and 400
-# pick_place episodes of the fumbling expert (seed 200000: its gripper closes in the air or
-# arrives closed, and grasps nothing); then 20,000 steps of the small preset (about 40 min
-# on 2 cores).
+# Reproduces the shipped world model (robotworld/checkpoints/world_model.pt) in two rounds.
+# Round 1, the base model: 800 noisy-expert episodes per task (seed 0); 400 random-action
+# episodes on reach and lift (seed 100000), so that the model has seen the tool wander where a
+# planner's samples take it; 800 lift and 400 pick_place episodes of the fumbling expert (seed
+# 200000: its gripper closes in the air or arrives closed, and grasps nothing); 20,000 steps of
+# the small preset (about 40 min on 2 cores). Round 2, the planner's own rollouts: 500 lift
+# episodes of mpc-fast on the base model with its gripper rules off (seed 300000: the closes in
+# the air and off centre the rules were written against, labelled by physics), then a 6,000-step
+# fine-tune on all ten datasets with the planner's priors in the loss as at use and a grasp
+# ensemble of five (about 15 min; docs/experiments.md, 2026-12-07, "r2a").
 WM_TASKS := reach push lift pick_place pick_place_clutter
 WM_DATA := $(foreach t,$(WM_TASKS),data/wm/$(t)) data/wm/reach_random data/wm/lift_random \
   data/wm/lift_fumble data/wm/pick_place_fumble
@@ -71,15 +75,20 @@ world-model: install
 	$(BIN)/robotworld collect --task pick_place --policy fumbling-expert --episodes 400 --workers 2 \
 	  --seed 200000 --out data/wm/pick_place_fumble
 	$(BIN)/robotworld train world-model --data $(subst $(space),$(comma),$(strip $(WM_DATA))) \
-	  --out runs/wm_default --steps 20000 --eval-every 2000 --threads 2 --seed 0
-	$(BIN)/python -c "from robotworld.model.checkpoint import export_shipped; export_shipped('runs/wm_default/checkpoint.pt')"
+	  --out runs/wm_default --steps 20000 --eval-every 2000 --threads 2 --seed 0 --resume
+	$(BIN)/robotworld collect --task lift --episodes 500 --workers 2 --seed 300000 --out data/wm/lift_planner \
+	  --policy "mpc:runs/wm_default/checkpoint.pt,preset=fast,empty_gripper=false,centring=false,lift=false"
+	$(BIN)/robotworld train world-model --data $(subst $(space),$(comma),$(strip $(WM_DATA))),data/wm/lift_planner \
+	  --init runs/wm_default/checkpoint.pt --priors=-touch --ensemble 5 --steps 6000 --lr 3e-4 \
+	  --out runs/wm_default_r2 --threads 2 --seed 0 --resume
+	$(BIN)/python -c "from robotworld.model.checkpoint import export_shipped; export_shipped('runs/wm_default_r2/checkpoint.pt')"
 
 # Reproduces the shipped VLA (robotworld/checkpoints/vla.pt): noisy-expert demonstrations with both
 # cameras at 64 x 64 and the expert's clean labels (DART), from seed 1,000,000 so that the
-# evaluation seeds 0-99 stay unseen; then behaviour cloning in three stages (about 90 min on 2
+# evaluation seeds 0-99 stay unseen; then behaviour cloning in four stages (about 2 h on 2
 # cores): 30,000 steps with 4-pixel random shifts, then two 10,000-step fine-tunes that sharpen
-# the camera estimator (1-pixel shifts and its Huber loss; then no shift and its weight doubled:
-# docs/experiments.md, 2026-12-07). Killed, it resumes where it stopped: the collection skips
+# the camera estimator (1-pixel shifts and its Huber loss; then no shift and its weight doubled),
+# then 10,000 steps with half the instructions rephrased (docs/experiments.md, 2026-12-07). Killed, it resumes where it stopped: the collection skips
 # the episodes on disk, each stage continues from its last checkpoint.
 VLA_EPISODES := reach:400 push:800 lift:800 pick_place:1200 pick_place_clutter:1200
 VLA_DATA := $(foreach s,$(VLA_EPISODES),data/vla/$(firstword $(subst :, ,$(s))))
@@ -92,7 +101,9 @@ vla: install
 	$(VLA_TRAIN) --out runs/vla_default_ft1 --init runs/vla_default/checkpoint.pt --steps 10000 --lr 3e-4 --shift 1
 	$(VLA_TRAIN) --out runs/vla_default_ft2 --init runs/vla_default_ft1/checkpoint.pt --steps 10000 --lr 2e-4 \
 	  --shift 0 --estimator-weight 2
-	$(BIN)/python -c "from robotworld.vla.checkpoint import export_shipped; export_shipped('runs/vla_default_ft2/checkpoint.pt')"
+	$(VLA_TRAIN) --out runs/vla_default_ft3 --init runs/vla_default_ft2/checkpoint.pt --steps 10000 --lr 2e-4 \
+	  --shift 0 --estimator-weight 2 --paraphrase 0.5 --seed 1
+	$(BIN)/python -c "from robotworld.vla.checkpoint import export_shipped; export_shipped('runs/vla_default_ft3/checkpoint.pt')"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotworld.model.priors import PLANNING, SWITCHES, Priors
 from robotworld.planning.costs import CostWeights
 from robotworld.policy import Scene
 
@@ -198,6 +199,9 @@ class ImagineConfig:
     own first draw that passes: imagination only vetoes)."""
     weights: CostWeights = field(default_factory=CostWeights)
     """How the imagined terms add up to the score (the planner's cost, lower is better)."""
+    priors: Priors = PLANNING
+    """The structural priors imagination applies (scoring and MPC's refinement alike); on the
+    command line by switch, as for MPC: ``vla+imagine,lift=false``."""
     seed: int = 0
     """The policy's own seed."""
     device: str = "auto"
@@ -209,7 +213,6 @@ class ImaginePolicy:
 
     def __init__(self, cfg: ImagineConfig | None = None) -> None:
         from robotworld.model import load
-        from robotworld.model.priors import PLANNING
         from robotworld.planning.costs import Scorer
 
         self.cfg = cfg = cfg or ImagineConfig()
@@ -227,12 +230,17 @@ class ImaginePolicy:
         self.reads_state = cfg.state == "privileged"
         """Whether imagination reads the object and zone poses from the state (the ROS bridge asks)."""
         self.world_model = load(cfg.world_model, self.device)
-        self.scorer = Scorer(self.world_model, cfg.weights, PLANNING)
+        self.scorer = Scorer(self.world_model, cfg.weights, cfg.priors)
         self.mpc = None
         if cfg.refine != "never":
             from policies.mpc import MPCPolicy, mpc_config
 
-            self.mpc = MPCPolicy(mpc_config(f"mpc:{cfg.world_model}", seed=cfg.seed, preset="fast", device=cfg.device))
+            switches = "".join(f",{k}=false" for k in SWITCHES if not getattr(cfg.priors, k))
+            self.mpc = MPCPolicy(mpc_config(f"mpc:{cfg.world_model}{switches}", seed=cfg.seed, preset="fast",
+                                            device=cfg.device))
+            if self.mpc.cfg.priors != cfg.priors:
+                raise ValueError(f"priors {cfg.priors}: MPC's refinement takes the switches of "
+                                 f"{', '.join(SWITCHES)} only; refine=never imagines with any Priors")
         self.scene: Scene | None = None
         self.episode_stats = {"decisions": 0, "refined": 0}
         self.last_info: dict[str, Any] = {}
@@ -343,8 +351,10 @@ def vla_config(name: str, seed: int | None = None, device: str = "auto") -> VLAP
     head, *items = name.split(",")
     kind, _, path = head.partition(":")
     cls = _CONFIGS[kind]
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "weights"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("weights", "priors")}
     weight_fields = {f.name: f for f in dataclasses.fields(CostWeights)} if cls is ImagineConfig else {}
+    if cls is ImagineConfig:  # prior switches, as mpc's: vla+imagine,lift=false
+        weight_fields.update({k: dataclasses.field(default=True) for k in SWITCHES})
     values: dict[str, Any] = {"seed": seed or 0, "device": device}
     if path:
         values["checkpoint" if cls is VLAPolicyConfig else "vla"] = path
@@ -366,6 +376,9 @@ def vla_config(name: str, seed: int | None = None, device: str = "auto") -> VLAP
         except ValueError:
             raise ValueError(f"policy option '{item}': {value!r} is not a {kind_of.__name__}") from None
         (weights if key in weight_fields and key not in fields else values)[key] = v
+    switches = {k: weights.pop(k) for k in SWITCHES if k in weights}
+    if switches:
+        values["priors"] = dataclasses.replace(PLANNING, **switches)
     if weights:
         values["weights"] = CostWeights(**weights)
     return cls(**values)

@@ -255,9 +255,13 @@ def test_policy_names_parse_and_bad_ones_are_refused(trained):
     cfg = vla_config(f"vla+imagine:{trained[0]},candidates=8,state=estimated,collision=2,refine=always")
     assert isinstance(cfg, ImagineConfig) and cfg.candidates == 8 and cfg.weights.collision == 2.0
     assert cfg.refine == "always"
+    from robotworld.model.priors import PLANNING
+    assert cfg.priors == PLANNING
+    cfg = vla_config("vla+imagine,lift=false")
+    assert not cfg.priors.lift and cfg.priors.empty_gripper and not cfg.priors.touch
     check_policy(f"vla:{trained[0]},execute=2")
     for name, match in (("vla:missing.pt", "does not exist"), ("vla,execute=x", "not a int"),
-                        ("vla+imagine,nosuch=1", "expected FIELD=VALUE")):
+                        ("vla+imagine,nosuch=1", "expected FIELD=VALUE"), ("vla+imagine,lift=maybe", "not a bool")):
         with pytest.raises(ValueError, match=match):
             check_policy(name)
 

@@ -83,12 +83,12 @@ DEFAULT = ALL = Priors()
 NONE = Priors(touch=False, empty_gripper=False, centring=False, lift=False)
 """No prior: what the network learned alone."""
 PLANNING = Priors(touch=False)
-"""What the planner and the scorer imagine with by default: the rules the data has not yet
-taught the shipped model. Without touch, closed loop is unchanged (lift 99/100, clutter 93/100,
-same seeds), so the data made it unnecessary; without empty_gripper, centring or lift, lift
-fell to 62, 84 and 89/100 (BENCHMARKS.md, "Priors"). The shipped model was trained without
-these (``ModelConfig.priors`` none): a model trained with them in its loss is the next step
-(docs/experiments.md)."""
+"""What the planner and the scorer imagine with by default, and what the shipped model was
+trained with (``ModelConfig.priors``): the rules the data has not yet taught. Without touch,
+closed loop is unchanged, so the data made it unnecessary; without empty_gripper, centring or
+lift, lift and clutter fall (BENCHMARKS.md, "Priors"), and a model trained without the two
+gripper rules on the planner's own fumbles learned them for lift but not for clutter
+(docs/experiments.md, 2026-12-07, fourth session)."""
 ADMIT_GRIP = DEFAULT.admit_grip
 
 
