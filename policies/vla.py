@@ -180,6 +180,10 @@ class ImagineConfig:
     state: str = "privileged"
     """Where imagination's object and zone positions come from: privileged (the simulator's
     state) or estimated (the VLA's estimator, from the two cameras)."""
+    estimator: str = ""
+    """With state=estimated: the VLA checkpoint whose estimator head gives the positions
+    ('' : the acting VLA's own), so that an estimator trained harder can serve a policy
+    trained otherwise (the same cameras and frame size)."""
     max_collision: float = 0.5
     """A candidate whose imagined collision probability exceeds this at any executed step is
     rejected."""
@@ -227,6 +231,13 @@ class ImaginePolicy:
         self.vla = VLAPolicy(VLAPolicyConfig(cfg.vla, cfg.execute, 1.0, cfg.seed, cfg.device))
         self.device = self.vla.device
         self.env_overrides = self.vla.env_overrides
+        self.estimator = None
+        if cfg.estimator and cfg.state == "estimated":
+            self.estimator = VLAPolicy(VLAPolicyConfig(cfg.estimator, cfg.execute, 1.0, cfg.seed, cfg.device))
+            a, b = self.vla.model.spec, self.estimator.model.spec
+            if (tuple(a.cameras), a.image_size) != (tuple(b.cameras), b.image_size):
+                raise ValueError(f"estimator {cfg.estimator} sees {tuple(b.cameras)} at {b.image_size} px; the "
+                                 f"policy sees {tuple(a.cameras)} at {a.image_size} px: expected the same")
         self.reads_state = cfg.state == "privileged"
         """Whether imagination reads the object and zone poses from the state (the ROS bridge asks)."""
         self.world_model = load(cfg.world_model, self.device)
@@ -268,6 +279,8 @@ class ImaginePolicy:
         """The observation imagination starts from: obs itself, or with the estimated objects and goal."""
         if self.cfg.state == "privileged":
             return obs
+        if self.estimator is not None:
+            return {**obs, **self.estimator.estimate(obs)}
         return {**obs, **self.vla.estimate(obs, z)}
 
     def verdicts(self, scores, n: int) -> tuple[np.ndarray, list[str]]:

@@ -232,6 +232,15 @@ def test_imagine_policy_reports_what_it_imagined(trained):
             assert info["passed"][info["choice"]]
             np.testing.assert_array_equal(a, info["candidates"][info["choice"]][:4])
         assert ("estimated" in info) == (state == "estimated")
+    # another checkpoint's estimator: its estimate is what imagination reads
+    policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=3, state="estimated",
+                                         estimator=str(trained[0]), refine="never", device="cpu"))
+    policy.reset(2, Scene.of(env))
+    policy.act(obs)
+    own = policy.vla.estimate(obs)
+    np.testing.assert_allclose(policy.last_info["estimated"]["goal"], own["goal"], atol=1e-6)
+    with pytest.raises(ValueError, match="expected the same"):  # the shipped VLA sees 64 x 64 frames
+        ImaginePolicy(ImagineConfig(vla=str(trained[0]), state="estimated", estimator="default", device="cpu"))
     # refine=always: MPC's plan seeded by the candidates is one more candidate, judged alike
     policy = ImaginePolicy(ImagineConfig(vla=str(trained[0]), candidates=5, refine="always", device="cpu"))
     policy.reset(2, Scene.of(env))
