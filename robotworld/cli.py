@@ -89,8 +89,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from robotworld.evaluation import EvalConfig, as_dict, evaluate
 
     cfg, overrides = _config_and_env(EvalConfig, args)
+    from robotworld.suite import split_policies
+
+    several = len(split_policies(cfg.policy)) > 1 or "," in cfg.task or cfg.sim == "both"
+    if cfg.out is not None or several:
+        return _eval_suite(cfg, overrides, args.json)
     result = as_dict(evaluate(cfg, eval_policy(cfg), **overrides))
     print(json.dumps(result, indent=2) if args.json else _table([result]))
+    return 0
+
+
+def _eval_suite(cfg, overrides: dict, as_json: bool) -> int:
+    """``robotworld eval`` over several policies, tasks or engines into a folder (``robotworld.suite``)."""
+    from dataclasses import replace
+
+    from robotworld.suite import Suite, run_suite
+
+    if cfg.batch != 1 or cfg.video is not None:
+        raise ValueError("an evaluation folder (--out, or several policies, tasks or engines) runs one episode "
+                         "at a time without video: drop --batch and --video")
+    suite = Suite.parse(cfg.policy, cfg.task, cfg.sim, cfg.episodes, cfg.seed, overrides, cfg.paraphrases)
+    out = cfg.out or "runs/eval"
+    result = run_suite(suite, out, lambda name: eval_policy(replace(cfg, policy=name)), cfg.progress)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(_table(result["runs"]))
+    for p in result["paired"]:
+        lo, hi = p["diff_ci95"]
+        print(f"{p['task']} ({p['sim']}): {p['a']} solved {p['a_only']} that {p['b']} did not, {p['b_only']} the "
+              f"other way ({p['seeds']} seeds); difference {p['diff']:+.1%} [{lo:+.1%}, {hi:+.1%}], "
+              f"McNemar p = {p['mcnemar_p']:.3g}")
+    print(f"\nwritten: {out}/results.json, {out}/report.md, {out}/episodes.jsonl")
     return 0
 
 

@@ -45,6 +45,11 @@ class EvalConfig:
     """A file of instruction templates, one per line (blank lines and # comments skipped), with
     {object} (e.g. "red cube") and {target} (e.g. "blue zone") placeholders: each episode's
     instruction is replaced by one of them, drawn from its seed (unseen phrasings)."""
+    out: str | None = None
+    """A folder for an evaluation of several policies, tasks and engines (comma lists: --policy
+    expert,vla --task lift,pick_place --sim both): episodes.jsonl, results.json with the paired
+    comparisons, report.md; the same command resumes a killed run (``robotworld.suite``).
+    Several names without it write to runs/eval."""
     progress: bool = True
     """Show a progress bar."""
 

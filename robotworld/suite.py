@@ -1,0 +1,261 @@
+"""Several policies on several tasks and engines into one folder: ``robotworld eval --out DIR``.
+
+    robotworld eval --policy expert,vla,vla+imagine --task lift,pick_place --sim both \\
+        --episodes 100 --out runs/eval_all
+
+writes, in DIR:
+- ``episodes.jsonl``: one line per finished episode (policy, task, engine, seed, outcome,
+  steps, collision, grasp and arm-link contact steps, what the policy counted), appended and
+  flushed as each ends, so that a killed evaluation run again with the same command resumes
+  and loses no finished episode;
+- ``results.json``: every run's summary (success with its 95% Wilson interval, collision and
+  grasp rates, steps), the paired comparisons, and the command, versions, machine and git
+  revision that produced them;
+- ``report.md``: the same as tables.
+
+Paired comparisons: two policies on the same task, engine and seeds are compared episode by
+episode (``robotworld.stats.paired_difference``): the episodes each solved that the other did
+not, the difference with its 95% interval, and McNemar's exact p.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Callable
+
+from robotworld.stats import paired_difference, wilson_interval
+
+SIMS = ("mujoco", "pybullet")
+
+
+def split_policies(text: str) -> list[str]:
+    """'expert,mpc-fast,collision=0,vla' -> ['expert', 'mpc-fast,collision=0', 'vla']: an item
+    with '=' is an option of the policy before it (policy names take FIELD=VALUE options)."""
+    out: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" in item and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    if not out:
+        raise ValueError(f"policy '{text}': expected one or more policy names, comma-separated")
+    return out
+
+
+def split_list(text: str, what: str) -> list[str]:
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    if not out:
+        raise ValueError(f"{what} '{text}': expected one or more names, comma-separated")
+    return out
+
+
+@dataclass
+class Suite:
+    """What a suite evaluates; a folder holds one suite (resumed only by the same one)."""
+
+    policies: list[str]
+    tasks: list[str]
+    sims: list[str]
+    episodes: int
+    seed: int
+    overrides: dict = field(default_factory=dict)
+    paraphrases: str | None = None
+
+    @staticmethod
+    def parse(policy: str, task: str, sim: str, episodes: int, seed: int, overrides: dict,
+              paraphrases: str | None = None) -> Suite:
+        """From the command line's spelling; every name checked before any episode runs."""
+        from policies import check_policy
+        from sims.tasks import SAMPLERS
+
+        policies = split_policies(policy)
+        for p in policies:
+            check_policy(p)
+        tasks = split_list(task, "task")
+        for t in tasks:
+            if t not in SAMPLERS:
+                raise ValueError(f"task '{t}': expected one of {', '.join(SAMPLERS)}")
+        sims = list(SIMS) if sim.strip() == "both" else split_list(sim, "sim")
+        for s in sims:
+            if s not in SIMS:
+                raise ValueError(f"sim '{s}': expected mujoco, pybullet or both")
+        if episodes < 1:
+            raise ValueError(f"episodes = {episodes}: expected at least 1")
+        return Suite(policies, tasks, sims, episodes, seed, dict(overrides), paraphrases)
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        """(sim, task, policy) in the order they run."""
+        return [(s, t, p) for s in self.sims for t in self.tasks for p in self.policies]
+
+
+def _key(row: dict) -> tuple[str, str, str, int]:
+    return row["sim"], row["task"], row["policy"], int(row["seed"])
+
+
+def read_episodes(path: Path) -> list[dict]:
+    """The finished episodes in episodes.jsonl; a line torn by a kill (the last) is dropped and
+    cut from the file, so that appending goes on from a whole line."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    if end < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    return [json.loads(line) for line in raw[:end].decode().splitlines() if line.strip()]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _provenance(argv: list[str] | None) -> dict[str, Any]:
+    import mujoco
+    import torch
+
+    import robotworld
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {"command": " ".join(["robotworld", *(argv if argv is not None else sys.argv[1:])]),
+            "git_revision": rev, "robotworld": robotworld.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "mujoco": mujoco.__version__,
+            "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    """One run's figures from its episodes (the keys of ``robotworld eval --json``)."""
+    n, wins = len(rows), sum(r["success"] for r in rows)
+    lo, hi = wilson_interval(wins, n)
+    return {"sim": rows[0]["sim"], "task": rows[0]["task"], "policy": rows[0]["policy"], "episodes": n,
+            "seeds": [min(r["seed"] for r in rows), max(r["seed"] for r in rows)],
+            "success_rate": wins / n, "success_ci95": [round(lo, 4), round(hi, 4)],
+            "collision_rate": sum(r["collision_steps"] > 0 for r in rows) / n,
+            "collisions_per_episode": sum(r["collision_steps"] for r in rows) / n,
+            "grasp_rate": sum(r["grasp_steps"] > 0 for r in rows) / n,
+            "link_contacts_per_episode": sum(r["link_contact_steps"] for r in rows) / n,
+            "mean_episode_steps": sum(r["steps"] for r in rows) / n,
+            "mean_steps_to_success": (sum(r["steps"] for r in rows if r["success"]) / wins) if wins else None}
+
+
+def compare(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Every run's summary, and the paired comparison of every two policies on a task and engine."""
+    by_run: dict[tuple[str, str, str], dict[int, dict]] = {}
+    for r in rows:
+        by_run.setdefault((r["sim"], r["task"], r["policy"]), {})[int(r["seed"])] = r
+    runs = [summarise(sorted(v.values(), key=lambda r: r["seed"])) for v in by_run.values()]
+    pairs = []
+    for (sim, task) in dict.fromkeys((s, t) for s, t, _ in by_run):
+        names = [p for s, t, p in by_run if (s, t) == (sim, task)]
+        for a, b in combinations(names, 2):
+            ea, eb = by_run[(sim, task, a)], by_run[(sim, task, b)]
+            seeds = sorted(set(ea) & set(eb))
+            if not seeds:
+                continue
+            a_only = sum(ea[s]["success"] and not eb[s]["success"] for s in seeds)
+            b_only = sum(eb[s]["success"] and not ea[s]["success"] for s in seeds)
+            d = paired_difference(a_only, b_only, len(seeds))
+            pairs.append({"sim": sim, "task": task, "a": a, "b": b, "seeds": len(seeds), "a_only": a_only,
+                          "b_only": b_only, **d})
+    return runs, pairs
+
+
+def report_md(runs: list[dict], pairs: list[dict], meta: dict) -> str:
+    lines = ["# Evaluation report", "", f"`{meta['command']}`", "",
+             f"robotworld {meta['robotworld']} (git {meta['git_revision'] or 'unknown'}), torch {meta['torch']}, "
+             f"mujoco {meta['mujoco']}, Python {meta['python']}, {meta['machine']['platform']}, "
+             f"{meta['machine']['cpus']} CPUs; finished {meta['finished']}.", "",
+             "| engine | task | policy | episodes (seeds) | success [95% CI] | collision rate | grasp rate | steps to success |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lo, hi = r["success_ci95"]
+        sts = "-" if r["mean_steps_to_success"] is None else f"{r['mean_steps_to_success']:.1f}"
+        lines.append(f"| {r['sim']} | {r['task']} | `{r['policy']}` | {r['episodes']} ({r['seeds'][0]}-{r['seeds'][1]}) "
+                     f"| {r['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] | {r['collision_rate']:.1%} "
+                     f"| {r['grasp_rate']:.1%} | {sts} |")
+    if pairs:
+        lines += ["", "Paired on the same seeds (A only / B only: episodes one solved and the other did not):", "",
+                  "| engine | task | A | B | seeds | A only / B only | A - B [95% CI] | McNemar p |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in pairs:
+            lo, hi = p["diff_ci95"]
+            lines.append(f"| {p['sim']} | {p['task']} | `{p['a']}` | `{p['b']}` | {p['seeds']} | {p['a_only']} / "
+                         f"{p['b_only']} | {p['diff']:+.1%} [{lo:+.1%}, {hi:+.1%}] | {p['mcnemar_p']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_suite(suite: Suite, out: str, make_policy: Callable[[str], Any], progress: bool = True,
+              argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every episode of the suite into the folder ``out``; returns results.json's content."""
+    from tqdm import tqdm
+
+    import sims
+    from robotworld.evaluation import read_paraphrases, run_episode
+    from robotworld.paths import writable_dir
+
+    folder = writable_dir(out, "evaluation folder")
+    spec = asdict(suite)
+    spec_path = folder / "suite.json"
+    if spec_path.exists():
+        held = json.loads(spec_path.read_text())
+        if held != spec:
+            raise ValueError(f"evaluation folder '{out}' holds another evaluation ({held['policies']} on "
+                             f"{held['tasks']}, {held['episodes']} episodes from seed {held['seed']}, "
+                             f"{held['sims']}); give another --out, or the same command to resume it")
+    elif (folder / "episodes.jsonl").exists():
+        raise ValueError(f"evaluation folder '{out}' holds an episodes.jsonl without its suite.json; "
+                         "give another --out")
+    else:
+        _write_atomic(spec_path, json.dumps(spec, indent=2))
+    paraphrases = read_paraphrases(suite.paraphrases)
+    path = folder / "episodes.jsonl"
+    rows = read_episodes(path)
+    done = {_key(r) for r in rows}
+    total = len(suite.runs()) * suite.episodes
+    bar = tqdm(total=total, initial=len(done), desc="eval", disable=not progress)
+    with open(path, "a") as log:
+        for sim, task, name in suite.runs():
+            seeds = [suite.seed + k for k in range(suite.episodes) if (sim, task, name, suite.seed + k) not in done]
+            if not seeds:
+                continue
+            policy = make_policy(name)
+            env = sims.make(task, sim=sim, **{**getattr(policy, "env_overrides", {}), **suite.overrides})
+            try:
+                for seed in seeds:
+                    ok, hits, steps, _, held, links = run_episode(env, policy, seed, False, paraphrases)
+                    row = {"policy": name, "task": task, "sim": sim, "seed": seed, "success": bool(ok),
+                           "steps": int(steps), "collision_steps": int(hits), "grasp_steps": int(held),
+                           "link_contact_steps": int(links), **dict(getattr(policy, "episode_stats", None) or {})}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+                    rows.append(row)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{name} on {task} ({sim})")
+            finally:
+                env.close()
+    bar.close()
+    wanted = {(s, t, p) for s, t, p in suite.runs()}
+    rows = [r for r in rows if (r["sim"], r["task"], r["policy"]) in wanted]
+    runs, pairs = compare(rows)
+    meta = _provenance(argv)
+    result = {**meta, "suite": spec, "runs": runs, "paired": pairs}
+    _write_atomic(folder / "results.json", json.dumps(result, indent=2))
+    _write_atomic(folder / "report.md", report_md(runs, pairs, meta))
+    return result

@@ -1,0 +1,80 @@
+"""robotworld eval into a folder: several policies, tasks and engines, paired comparisons,
+resume after a kill. Real MuJoCo and PyBullet, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robotworld.stats import paired_difference
+from robotworld.suite import Suite, read_episodes, run_suite, split_policies
+
+
+def _make(name):
+    from policies import make_policy
+
+    return make_policy(name)
+
+
+def test_paired_difference_against_known_values():
+    # 12 solved by A alone, 7 by B alone, 100 seeds: McNemar's exact p = 2 P(X <= 7 | 19, 1/2)
+    d = paired_difference(12, 7, 100)
+    assert d["diff"] == pytest.approx(0.05) and d["mcnemar_p"] == pytest.approx(0.3593, abs=1e-4)
+    # Agresti-Min: ((12.5 - 7.5) / 102) -/+ 1.96 sqrt(20 - 25 / 102) / 102
+    assert d["diff_ci95"] == pytest.approx([-0.0364, 0.1344], abs=1e-4)
+    assert paired_difference(0, 0, 10)["mcnemar_p"] == 1.0
+    assert paired_difference(10, 0, 10)["mcnemar_p"] == pytest.approx(2 / 1024, abs=1e-4)
+    with pytest.raises(ValueError, match="paired counts"):
+        paired_difference(6, 5, 10)
+
+
+def test_policy_lists_keep_their_options_and_bad_names_are_refused_first(tmp_path):
+    assert split_policies("expert,mpc-fast,collision=0,touch=false,vla") == [
+        "expert", "mpc-fast,collision=0,touch=false", "vla"]
+    for args, match in ((("nosuch", "reach", "mujoco"), "nosuch"), (("expert", "reach,flip", "mujoco"), "flip"),
+                        (("expert", "reach", "gazebo"), "gazebo")):
+        with pytest.raises(ValueError, match=match):
+            Suite.parse(*args, episodes=2, seed=0, overrides={})
+    assert Suite.parse("expert", "reach", "both", 1, 0, {}).sims == ["mujoco", "pybullet"]
+
+
+def test_a_killed_suite_resumes_without_losing_or_repeating_an_episode(tmp_path):
+    suite = Suite.parse("expert,zero", "reach", "mujoco", 3, 5, {})
+    whole = run_suite(suite, str(tmp_path / "a"), _make, progress=False, argv=[])
+    lines = (tmp_path / "a" / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    # killed after two episodes, in the middle of writing the third line
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "suite.json").write_text((tmp_path / "a" / "suite.json").read_text())
+    (tmp_path / "b" / "episodes.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:17])
+    resumed = run_suite(suite, str(tmp_path / "b"), _make, progress=False, argv=[])
+    rows = read_episodes(tmp_path / "b" / "episodes.jsonl")
+    assert len(rows) == 6 and len({(r["policy"], r["seed"]) for r in rows}) == 6
+    assert resumed["runs"] == whole["runs"] and resumed["paired"] == whole["paired"]
+    expert, zero = whole["runs"]
+    assert (expert["success_rate"], zero["success_rate"], expert["seeds"]) == (1.0, 0.0, [5, 7])
+    assert whole["paired"][0]["a_only"] == 3 and whole["paired"][0]["b_only"] == 0
+    # a folder holds one evaluation: another is refused before any episode
+    with pytest.raises(ValueError, match="holds another evaluation"):
+        run_suite(Suite.parse("expert", "lift", "mujoco", 3, 5, {}), str(tmp_path / "a"), _make, progress=False)
+
+
+def test_cli_runs_both_engines_into_a_folder(tmp_path):
+    out = tmp_path / "ev"
+    r = subprocess.run([sys.executable, "-m", "robotworld.cli", "eval", "--policy", "expert,zero", "--task", "reach",
+                        "--sim", "both", "--episodes", "1", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert {(x["sim"], x["policy"]) for x in res["runs"]} == {(s, p) for s in ("mujoco", "pybullet")
+                                                                 for p in ("expert", "zero")}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["runs"] == res["runs"] and "robotworld eval" in saved["command"] and saved["torch"]
+    assert "| pybullet | reach | `expert` |" in (out / "report.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "robotworld.cli", "eval", "--policy", "expert,nosuch", "--task",
+                          "reach", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "nosuch" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
