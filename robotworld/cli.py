@@ -101,16 +101,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_suite(cfg, overrides: dict, as_json: bool) -> int:
     """``robotworld eval`` over several policies, tasks or engines into a folder (``robotworld.suite``)."""
-    from dataclasses import replace
+    import functools
+    import os
 
-    from robotworld.suite import Suite, run_suite
+    from robotworld.suite import Suite, make_policy, run_suite
 
     if cfg.batch != 1 or cfg.video is not None:
         raise ValueError("an evaluation folder (--out, or several policies, tasks or engines) runs one episode "
                          "at a time without video: drop --batch and --video")
     suite = Suite.parse(cfg.policy, cfg.task, cfg.sim, cfg.episodes, cfg.seed, overrides, cfg.paraphrases)
     out = cfg.out or "runs/eval"
-    result = run_suite(suite, out, lambda name: eval_policy(replace(cfg, policy=name)), cfg.progress)
+    if cfg.workers < 0:
+        raise ValueError(f"workers = {cfg.workers}: expected 0 (one per CPU core) or more")
+    from robotworld.device import pick_device
+
+    pick_device(cfg.device)  # refused before any worker starts
+    workers = cfg.workers or os.cpu_count() or 1
+    result = run_suite(suite, out, functools.partial(make_policy, device=cfg.device), cfg.progress,
+                       workers=workers)
     if as_json:
         print(json.dumps(result, indent=2))
         return 0

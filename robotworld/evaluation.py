@@ -50,6 +50,9 @@ class EvalConfig:
     expert,vla --task lift,pick_place --sim both): episodes.jsonl, results.json with the paired
     comparisons, report.md; the same command resumes a killed run (``robotworld.suite``).
     Several names without it write to runs/eval."""
+    workers: int = 0
+    """Worker processes for an evaluation folder (0: one per CPU core); each episode runs on one
+    torch thread, so the results are the same with any number."""
     progress: bool = True
     """Show a progress bar."""
 

@@ -200,14 +200,64 @@ def report_md(runs: list[dict], pairs: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_suite(suite: Suite, out: str, make_policy: Callable[[str], Any], progress: bool = True,
-              argv: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume) every episode of the suite into the folder ``out``; returns results.json's content."""
+def make_policy(name: str, device: str = "auto"):
+    """The policy a name spells, as ``robotworld eval`` makes it (a picklable factory for workers)."""
+    from policies import make_policy as make
+    from robotworld.device import pick_device
+
+    pick_device(device)
+    return make(name, seed=0, device=device)
+
+
+_WORKER: dict[str, Any] = {}
+"""A worker process's own policy and environment, built once per (engine, task, policy) run."""
+
+
+def _worker_init(factory: Callable[[str], Any], overrides: dict, paraphrases: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(factory=factory, overrides=overrides, paraphrases=paraphrases, built={})
+
+
+def _close_built() -> None:
+    for _, env in _WORKER.get("built", {}).values():
+        env.close()
+    _WORKER.get("built", {}).clear()
+
+
+def _episode(job: tuple[str, str, str, int]) -> dict:
+    """One episode: (engine, task, policy, seed) -> its episodes.jsonl row."""
+    from robotworld.evaluation import run_episode
+
+    sim, task, name, seed = job
+    if (sim, task, name) not in _WORKER["built"]:
+        import sims
+
+        _close_built()  # the jobs come run by run: one run's env at a time
+        policy = _WORKER["factory"](name)
+        env = sims.make(task, sim=sim, **{**getattr(policy, "env_overrides", {}), **_WORKER["overrides"]})
+        _WORKER["built"][(sim, task, name)] = (policy, env)
+    policy, env = _WORKER["built"][(sim, task, name)]
+    ok, hits, steps, _, held, links = run_episode(env, policy, seed, False, _WORKER["paraphrases"])
+    return {"policy": name, "task": task, "sim": sim, "seed": seed, "success": bool(ok), "steps": int(steps),
+            "collision_steps": int(hits), "grasp_steps": int(held), "link_contact_steps": int(links),
+            **dict(getattr(policy, "episode_stats", None) or {})}
+
+
+def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_policy, progress: bool = True,
+              argv: list[str] | None = None, workers: int = 1) -> dict[str, Any]:
+    """Run (or resume) every episode of the suite into the folder ``out``; returns results.json's
+    content. Each episode runs on one torch thread, in this process (workers = 1) or in a pool of
+    worker processes, so that its outcome is the same whatever the parallelism. factory(name)
+    makes a policy (picklable when workers > 1)."""
     from tqdm import tqdm
 
-    import sims
-    from robotworld.evaluation import read_paraphrases, run_episode
+    from robotworld.evaluation import read_paraphrases
     from robotworld.paths import writable_dir
+
+    if workers < 1:
+        raise ValueError(f"workers = {workers}: expected at least 1")
 
     folder = writable_dir(out, "evaluation folder")
     spec = asdict(suite)
@@ -229,30 +279,40 @@ def run_suite(suite: Suite, out: str, make_policy: Callable[[str], Any], progres
     done = {_key(r) for r in rows}
     total = len(suite.runs()) * suite.episodes
     bar = tqdm(total=total, initial=len(done), desc="eval", disable=not progress)
+    jobs = [(s, t, p, suite.seed + k) for s, t, p in suite.runs() for k in range(suite.episodes)
+            if (s, t, p, suite.seed + k) not in done]
     with open(path, "a") as log:
-        for sim, task, name in suite.runs():
-            seeds = [suite.seed + k for k in range(suite.episodes) if (sim, task, name, suite.seed + k) not in done]
-            if not seeds:
-                continue
-            policy = make_policy(name)
-            env = sims.make(task, sim=sim, **{**getattr(policy, "env_overrides", {}), **suite.overrides})
+        def keep(row: dict) -> None:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix_str(f"{row['policy']} on {row['task']} ({row['sim']})")
+
+        if workers == 1 or len(jobs) <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            _worker_init(factory, suite.overrides, paraphrases)
             try:
-                for seed in seeds:
-                    ok, hits, steps, _, held, links = run_episode(env, policy, seed, False, paraphrases)
-                    row = {"policy": name, "task": task, "sim": sim, "seed": seed, "success": bool(ok),
-                           "steps": int(steps), "collision_steps": int(hits), "grasp_steps": int(held),
-                           "link_contact_steps": int(links), **dict(getattr(policy, "episode_stats", None) or {})}
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    os.fsync(log.fileno())
-                    rows.append(row)
-                    bar.update(1)
-                    bar.set_postfix_str(f"{name} on {task} ({sim})")
+                for job in jobs:
+                    keep(_episode(job))
             finally:
-                env.close()
+                _close_built()
+                _WORKER.clear()
+                torch.set_num_threads(threads)
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pool
+            with ctx.Pool(workers, _worker_init, (factory, suite.overrides, paraphrases)) as pool:
+                for row in pool.imap_unordered(_episode, jobs):
+                    keep(row)
     bar.close()
-    wanted = {(s, t, p) for s, t, p in suite.runs()}
-    rows = [r for r in rows if (r["sim"], r["task"], r["policy"]) in wanted]
+    order = {run: i for i, run in enumerate(suite.runs())}  # the suite's order, whatever finished first
+    rows = sorted((r for r in rows if (r["sim"], r["task"], r["policy"]) in order),
+                  key=lambda r: (order[(r["sim"], r["task"], r["policy"])], r["seed"]))
     runs, pairs = compare(rows)
     meta = _provenance(argv)
     result = {**meta, "suite": spec, "runs": runs, "paired": pairs}

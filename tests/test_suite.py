@@ -78,3 +78,17 @@ def test_cli_runs_both_engines_into_a_folder(tmp_path):
                           "reach", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "nosuch" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_one_and_two_workers_give_the_same_episodes(tmp_path):
+    """Each episode runs on one torch thread from its own seed, in whichever process."""
+    suite = Suite.parse("expert,mpc-fast", "lift", "mujoco", 3, 11, {})
+    one = run_suite(suite, str(tmp_path / "one"), progress=False, argv=[], workers=1)
+    two = run_suite(suite, str(tmp_path / "two"), progress=False, argv=[], workers=2)
+    assert one["runs"] == two["runs"] and one["paired"] == two["paired"]
+
+    def episodes(d):
+        return sorted((tuple(sorted(r.items())) for r in read_episodes(tmp_path / d / "episodes.jsonl")))
+    assert episodes("one") == episodes("two")
+    with pytest.raises(ValueError, match="workers = 0"):
+        run_suite(suite, str(tmp_path / "three"), progress=False, workers=0)
