@@ -122,13 +122,28 @@ def _eval_suite(cfg, overrides: dict, as_json: bool) -> int:
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
+    _print_suite(result)
+    print(f"\nwritten: {out}/results.json, {out}/report.md, {out}/episodes.jsonl")
+    return 0
+
+
+def _print_suite(result: dict) -> None:
     print(_table(result["runs"]))
     for p in result["paired"]:
         lo, hi = p["diff_ci95"]
         print(f"{p['task']} ({p['sim']}): {p['a']} solved {p['a_only']} that {p['b']} did not, {p['b_only']} the "
               f"other way ({p['seeds']} seeds); difference {p['diff']:+.1%} [{lo:+.1%}, {hi:+.1%}], "
               f"McNemar p = {p['mcnemar_p']:.3g}")
-    print(f"\nwritten: {out}/results.json, {out}/report.md, {out}/episodes.jsonl")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robotworld.suite import merge
+
+    result = merge(args.dirs, args.out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_suite(result)
     return 0
 
 
@@ -340,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--status-file", help="JSON file rewritten every 0.2 s with the running summary")
     br.add_argument("--json", action="store_true", help="print the summary as JSON when it stops")
     br.set_defaults(func=cmd_bridge)
+
+    rep = sub.add_parser("report", help="merge and compare earlier evaluation folders (robotworld eval --out) "
+                         "without re-running them")
+    rep.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation folders")
+    rep.add_argument("--out", default=None, help="folder for the merged results.json and report.md")
+    rep.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    rep.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="run the main job: the VLA alone against the VLA that imagines before it "
                                        "acts (and the expert as the reference), with videos of what it imagined")

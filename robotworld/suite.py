@@ -319,3 +319,34 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
     _write_atomic(folder / "results.json", json.dumps(result, indent=2))
     _write_atomic(folder / "report.md", report_md(runs, pairs, meta))
     return result
+
+
+def merge(dirs: list[str], out: str | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Earlier evaluation folders compared without re-running them (``robotworld report``): their
+    episodes together (an episode in two folders counted once, and refused if they disagree), each
+    run's figures and the paired comparisons of every two policies on a task and engine. out: a
+    folder for the merged results.json and report.md."""
+    if not dirs:
+        raise ValueError("no evaluation folder given: robotworld report DIR [DIR...]")
+    seen: dict[tuple, dict] = {}
+    for d in dirs:
+        path = Path(d) / "episodes.jsonl"
+        if not path.is_file():
+            raise ValueError(f"'{d}' is not an evaluation folder: no episodes.jsonl (robotworld eval --out {d})")
+        for r in [json.loads(x) for x in path.read_text().splitlines() if x.strip().endswith("}")]:
+            k = _key(r)
+            if k in seen and seen[k]["success"] != r["success"]:
+                raise ValueError(f"'{d}' and an earlier folder disagree on {k[2]} on {k[1]} ({k[0]}), seed {k[3]}: "
+                                 "the runs differ (checkpoints, versions or overrides); compare them apart")
+            seen.setdefault(k, r)
+    rows = sorted(seen.values(), key=lambda r: (r["sim"], r["task"], r["policy"], r["seed"]))
+    runs, pairs = compare(rows)
+    meta = _provenance(argv)
+    result = {**meta, "merged": [str(d) for d in dirs], "runs": runs, "paired": pairs}
+    if out is not None:
+        from robotworld.paths import writable_dir
+
+        folder = writable_dir(out, "report folder")
+        _write_atomic(folder / "results.json", json.dumps(result, indent=2))
+        _write_atomic(folder / "report.md", report_md(runs, pairs, meta))
+    return result

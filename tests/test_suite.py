@@ -92,3 +92,22 @@ def test_one_and_two_workers_give_the_same_episodes(tmp_path):
     assert episodes("one") == episodes("two")
     with pytest.raises(ValueError, match="workers = 0"):
         run_suite(suite, str(tmp_path / "three"), progress=False, workers=0)
+
+
+def test_report_merges_folders_and_compares_across_them(tmp_path):
+    from robotworld.suite import merge
+
+    run_suite(Suite.parse("expert", "reach", "mujoco", 2, 0, {}), str(tmp_path / "a"), _make, progress=False, argv=[])
+    run_suite(Suite.parse("zero", "reach", "mujoco", 2, 0, {}), str(tmp_path / "b"), _make, progress=False, argv=[])
+    m = merge([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "a")], out=str(tmp_path / "m"), argv=[])
+    assert [(r["policy"], r["episodes"]) for r in m["runs"]] == [("expert", 2), ("zero", 2)]
+    assert (m["paired"][0]["a_only"], m["paired"][0]["b_only"]) == (2, 0)
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["paired"] == m["paired"]
+    lines = (tmp_path / "b" / "episodes.jsonl").read_text().splitlines()
+    flipped = [json.dumps({**json.loads(x), "policy": "expert"}) for x in lines]  # same episodes, other outcomes
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "episodes.jsonl").write_text("\n".join(flipped) + "\n")
+    with pytest.raises(ValueError, match="disagree"):
+        merge([str(tmp_path / "a"), str(tmp_path / "c")])
+    with pytest.raises(ValueError, match="not an evaluation folder"):
+        merge([str(tmp_path / "nothing")])
