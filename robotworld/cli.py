@@ -91,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, overrides = _config_and_env(EvalConfig, args)
     from robotworld.suite import split_policies
 
-    several = len(split_policies(cfg.policy)) > 1 or "," in cfg.task or cfg.sim == "both"
+    several = len(split_policies(cfg.policy)) > 1 or "," in cfg.task or cfg.sim == "both" or bool(cfg.perturb)
     if cfg.out is not None or several:
         return _eval_suite(cfg, overrides, args.json)
     result = as_dict(evaluate(cfg, eval_policy(cfg), **overrides))
@@ -109,7 +109,8 @@ def _eval_suite(cfg, overrides: dict, as_json: bool) -> int:
     if cfg.batch != 1 or cfg.video is not None:
         raise ValueError("an evaluation folder (--out, or several policies, tasks or engines) runs one episode "
                          "at a time without video: drop --batch and --video")
-    suite = Suite.parse(cfg.policy, cfg.task, cfg.sim, cfg.episodes, cfg.seed, overrides, cfg.paraphrases)
+    suite = Suite.parse(cfg.policy, cfg.task, cfg.sim, cfg.episodes, cfg.seed, overrides, cfg.paraphrases,
+                        cfg.perturb)
     out = cfg.out or "runs/eval"
     if cfg.workers < 0:
         raise ValueError(f"workers = {cfg.workers}: expected 0 (one per CPU core) or more")
@@ -128,7 +129,8 @@ def _eval_suite(cfg, overrides: dict, as_json: bool) -> int:
 
 
 def _print_suite(result: dict) -> None:
-    print(_table(result["runs"]))
+    print(_table([{**r, "policy": r["policy"] + ("" if r["perturbation"] == "nominal" else f" [{r['perturbation']}]")}
+                  for r in result["runs"]]))
     for p in result["paired"]:
         lo, hi = p["diff_ci95"]
         print(f"{p['task']} ({p['sim']}): {p['a']} solved {p['a_only']} that {p['b']} did not, {p['b_only']} the "

@@ -50,6 +50,10 @@ class EvalConfig:
     expert,vla --task lift,pick_place --sim both): episodes.jsonl, results.json with the paired
     comparisons, report.md; the same command resumes a killed run (``robotworld.suite``).
     Several names without it write to runs/eval."""
+    perturb: str | None = None
+    """Perturbations, each an arm beside the unperturbed one on the same seeds (an evaluation
+    folder): size=S (objects scaled), latency=K (control steps), distractors=N, obstacles=N;
+    several values of one key make a sweep, size=0.8:1:1.2 (``robotworld.perturb``)."""
     workers: int = 0
     """Worker processes for an evaluation folder (0: one per CPU core); each episode runs on one
     torch thread, so the results are the same with any number."""

@@ -70,10 +70,12 @@ class Suite:
     seed: int
     overrides: dict = field(default_factory=dict)
     paraphrases: str | None = None
+    perturb: str = ""
+    """``robotworld.perturb`` spelling; every arm runs beside the unperturbed one."""
 
     @staticmethod
     def parse(policy: str, task: str, sim: str, episodes: int, seed: int, overrides: dict,
-              paraphrases: str | None = None) -> Suite:
+              paraphrases: str | None = None, perturb: str | None = None) -> Suite:
         """From the command line's spelling; every name checked before any episode runs."""
         from policies import check_policy
         from sims.tasks import SAMPLERS
@@ -91,15 +93,27 @@ class Suite:
                 raise ValueError(f"sim '{s}': expected mujoco, pybullet or both")
         if episodes < 1:
             raise ValueError(f"episodes = {episodes}: expected at least 1")
-        return Suite(policies, tasks, sims, episodes, seed, dict(overrides), paraphrases)
+        from robotworld import perturb as pt
 
-    def runs(self) -> list[tuple[str, str, str]]:
-        """(sim, task, policy) in the order they run."""
-        return [(s, t, p) for s in self.sims for t in self.tasks for p in self.policies]
+        pt.parse(perturb)  # refused here, before any episode
+        return Suite(policies, tasks, sims, episodes, seed, dict(overrides), paraphrases, perturb or "")
+
+    def arms(self) -> dict:
+        from robotworld import perturb as pt
+
+        return {a.label: a for a in pt.parse(self.perturb)}
+
+    def runs(self) -> list[tuple[str, str, str, str]]:
+        """(sim, task, policy, perturbation) in the order they run."""
+        return [(s, t, p, a) for s in self.sims for t in self.tasks for a in self.arms() for p in self.policies]
 
 
-def _key(row: dict) -> tuple[str, str, str, int]:
-    return row["sim"], row["task"], row["policy"], int(row["seed"])
+def _run(row: dict) -> tuple[str, str, str, str]:
+    return row["sim"], row["task"], row["policy"], row.get("perturbation", "nominal")
+
+
+def _key(row: dict) -> tuple[str, str, str, str, int]:
+    return (*_run(row), int(row["seed"]))
 
 
 def read_episodes(path: Path) -> list[dict]:
@@ -143,7 +157,8 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     """One run's figures from its episodes (the keys of ``robotworld eval --json``)."""
     n, wins = len(rows), sum(r["success"] for r in rows)
     lo, hi = wilson_interval(wins, n)
-    return {"sim": rows[0]["sim"], "task": rows[0]["task"], "policy": rows[0]["policy"], "episodes": n,
+    return {"sim": rows[0]["sim"], "task": rows[0]["task"], "policy": rows[0]["policy"],
+            "perturbation": rows[0].get("perturbation", "nominal"), "episodes": n,
             "seeds": [min(r["seed"] for r in rows), max(r["seed"] for r in rows)],
             "success_rate": wins / n, "success_ci95": [round(lo, 4), round(hi, 4)],
             "collision_rate": sum(r["collision_steps"] > 0 for r in rows) / n,
@@ -154,25 +169,38 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             "mean_steps_to_success": (sum(r["steps"] for r in rows if r["success"]) / wins) if wins else None}
 
 
+def _pair(where: dict, a: str, b: str, ea: dict, eb: dict) -> dict | None:
+    seeds = sorted(set(ea) & set(eb))
+    if not seeds:
+        return None
+    a_only = sum(ea[s]["success"] and not eb[s]["success"] for s in seeds)
+    b_only = sum(eb[s]["success"] and not ea[s]["success"] for s in seeds)
+    return {**where, "a": a, "b": b, "seeds": len(seeds), "a_only": a_only, "b_only": b_only,
+            **paired_difference(a_only, b_only, len(seeds))}
+
+
 def compare(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Every run's summary, and the paired comparison of every two policies on a task and engine."""
-    by_run: dict[tuple[str, str, str], dict[int, dict]] = {}
+    """Every run's summary, and paired comparisons on common seeds: every two policies on a task,
+    engine and perturbation, and each perturbed arm against the same policy's nominal one."""
+    by_run: dict[tuple[str, str, str, str], dict[int, dict]] = {}
     for r in rows:
-        by_run.setdefault((r["sim"], r["task"], r["policy"]), {})[int(r["seed"])] = r
+        by_run.setdefault(_run(r), {})[int(r["seed"])] = r
     runs = [summarise(sorted(v.values(), key=lambda r: r["seed"])) for v in by_run.values()]
     pairs = []
-    for (sim, task) in dict.fromkeys((s, t) for s, t, _ in by_run):
-        names = [p for s, t, p in by_run if (s, t) == (sim, task)]
+    for (sim, task, arm) in dict.fromkeys((s, t, a) for s, t, _, a in by_run):
+        names = [p for s, t, p, a in by_run if (s, t, a) == (sim, task, arm)]
         for a, b in combinations(names, 2):
-            ea, eb = by_run[(sim, task, a)], by_run[(sim, task, b)]
-            seeds = sorted(set(ea) & set(eb))
-            if not seeds:
-                continue
-            a_only = sum(ea[s]["success"] and not eb[s]["success"] for s in seeds)
-            b_only = sum(eb[s]["success"] and not ea[s]["success"] for s in seeds)
-            d = paired_difference(a_only, b_only, len(seeds))
-            pairs.append({"sim": sim, "task": task, "a": a, "b": b, "seeds": len(seeds), "a_only": a_only,
-                          "b_only": b_only, **d})
+            pair = _pair({"sim": sim, "task": task, "perturbation": arm}, a, b, by_run[(sim, task, a, arm)],
+                         by_run[(sim, task, b, arm)])
+            if pair:
+                pairs.append(pair)
+        if arm != "nominal":
+            for p in names:
+                if (sim, task, p, "nominal") in by_run:
+                    pair = _pair({"sim": sim, "task": task, "perturbation": arm}, f"{p} [{arm}]", f"{p} [nominal]",
+                                 by_run[(sim, task, p, arm)], by_run[(sim, task, p, "nominal")])
+                    if pair:
+                        pairs.append(pair)
     return runs, pairs
 
 
@@ -181,12 +209,14 @@ def report_md(runs: list[dict], pairs: list[dict], meta: dict) -> str:
              f"robotworld {meta['robotworld']} (git {meta['git_revision'] or 'unknown'}), torch {meta['torch']}, "
              f"mujoco {meta['mujoco']}, Python {meta['python']}, {meta['machine']['platform']}, "
              f"{meta['machine']['cpus']} CPUs; finished {meta['finished']}.", "",
-             "| engine | task | policy | episodes (seeds) | success [95% CI] | collision rate | grasp rate | steps to success |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| engine | task | policy | perturbation | episodes (seeds) | success [95% CI] | collision rate | grasp rate "
+             "| steps to success |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lo, hi = r["success_ci95"]
         sts = "-" if r["mean_steps_to_success"] is None else f"{r['mean_steps_to_success']:.1f}"
-        lines.append(f"| {r['sim']} | {r['task']} | `{r['policy']}` | {r['episodes']} ({r['seeds'][0]}-{r['seeds'][1]}) "
+        lines.append(f"| {r['sim']} | {r['task']} | `{r['policy']}` | {r['perturbation']} "
+                     f"| {r['episodes']} ({r['seeds'][0]}-{r['seeds'][1]}) "
                      f"| {r['success_rate']:.1%} [{lo:.1%}, {hi:.1%}] | {r['collision_rate']:.1%} "
                      f"| {r['grasp_rate']:.1%} | {sts} |")
     if pairs:
@@ -213,11 +243,11 @@ _WORKER: dict[str, Any] = {}
 """A worker process's own policy and environment, built once per (engine, task, policy) run."""
 
 
-def _worker_init(factory: Callable[[str], Any], overrides: dict, paraphrases: list[str]) -> None:
+def _worker_init(factory: Callable[[str], Any], overrides: dict, paraphrases: list[str], arms: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(factory=factory, overrides=overrides, paraphrases=paraphrases, built={})
+    _WORKER.update(factory=factory, overrides=overrides, paraphrases=paraphrases, arms=arms, built={})
 
 
 def _close_built() -> None:
@@ -226,21 +256,28 @@ def _close_built() -> None:
     _WORKER.get("built", {}).clear()
 
 
-def _episode(job: tuple[str, str, str, int]) -> dict:
-    """One episode: (engine, task, policy, seed) -> its episodes.jsonl row."""
+def _episode(job: tuple[str, str, str, str, int]) -> dict:
+    """One episode: (engine, task, policy, perturbation, seed) -> its episodes.jsonl row."""
     from robotworld.evaluation import run_episode
 
-    sim, task, name, seed = job
-    if (sim, task, name) not in _WORKER["built"]:
+    sim, task, name, arm, seed = job
+    if (sim, task, name, arm) not in _WORKER["built"]:
         import sims
+        from sims.wrappers import ActionLatency
 
         _close_built()  # the jobs come run by run: one run's env at a time
         policy = _WORKER["factory"](name)
-        env = sims.make(task, sim=sim, **{**getattr(policy, "env_overrides", {}), **_WORKER["overrides"]})
-        _WORKER["built"][(sim, task, name)] = (policy, env)
-    policy, env = _WORKER["built"][(sim, task, name)]
+        overrides = {**getattr(policy, "env_overrides", {}), **_WORKER["overrides"]}
+        p = _WORKER["arms"][arm]
+        overrides.update(p.overrides(sims.make_config(task, **overrides)))
+        env = sims.make(task, sim=sim, **overrides)
+        if p.latency:
+            env = ActionLatency(env, p.latency)
+        _WORKER["built"][(sim, task, name, arm)] = (policy, env)
+    policy, env = _WORKER["built"][(sim, task, name, arm)]
     ok, hits, steps, _, held, links = run_episode(env, policy, seed, False, _WORKER["paraphrases"])
-    return {"policy": name, "task": task, "sim": sim, "seed": seed, "success": bool(ok), "steps": int(steps),
+    return {"policy": name, "task": task, "sim": sim, "perturbation": arm, "seed": seed, "success": bool(ok),
+            "steps": int(steps),
             "collision_steps": int(hits), "grasp_steps": int(held), "link_contact_steps": int(links),
             **dict(getattr(policy, "episode_stats", None) or {})}
 
@@ -259,6 +296,15 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
     if workers < 1:
         raise ValueError(f"workers = {workers}: expected at least 1")
 
+    import sims
+
+    for task in suite.tasks:  # every arm's task config checked before any episode
+        base = sims.make_config(task, **suite.overrides)
+        for arm in suite.arms().values():
+            try:
+                sims.make_config(task, **{**suite.overrides, **arm.overrides(base)})
+            except ValueError as e:
+                raise ValueError(f"perturbation {arm.label} on {task}: {e}") from None
     folder = writable_dir(out, "evaluation folder")
     spec = asdict(suite)
     spec_path = folder / "suite.json"
@@ -279,8 +325,8 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
     done = {_key(r) for r in rows}
     total = len(suite.runs()) * suite.episodes
     bar = tqdm(total=total, initial=len(done), desc="eval", disable=not progress)
-    jobs = [(s, t, p, suite.seed + k) for s, t, p in suite.runs() for k in range(suite.episodes)
-            if (s, t, p, suite.seed + k) not in done]
+    jobs = [(*run, suite.seed + k) for run in suite.runs() for k in range(suite.episodes)
+            if (*run, suite.seed + k) not in done]
     with open(path, "a") as log:
         def keep(row: dict) -> None:
             log.write(json.dumps(row) + "\n")
@@ -294,7 +340,7 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
             import torch
 
             threads = torch.get_num_threads()
-            _worker_init(factory, suite.overrides, paraphrases)
+            _worker_init(factory, suite.overrides, paraphrases, suite.arms())
             try:
                 for job in jobs:
                     keep(_episode(job))
@@ -306,13 +352,12 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pool
-            with ctx.Pool(workers, _worker_init, (factory, suite.overrides, paraphrases)) as pool:
+            with ctx.Pool(workers, _worker_init, (factory, suite.overrides, paraphrases, suite.arms())) as pool:
                 for row in pool.imap_unordered(_episode, jobs):
                     keep(row)
     bar.close()
     order = {run: i for i, run in enumerate(suite.runs())}  # the suite's order, whatever finished first
-    rows = sorted((r for r in rows if (r["sim"], r["task"], r["policy"]) in order),
-                  key=lambda r: (order[(r["sim"], r["task"], r["policy"])], r["seed"]))
+    rows = sorted((r for r in rows if _run(r) in order), key=lambda r: (order[_run(r)], r["seed"]))
     runs, pairs = compare(rows)
     meta = _provenance(argv)
     result = {**meta, "suite": spec, "runs": runs, "paired": pairs}

@@ -34,3 +34,27 @@ class NumericInstruction(gym.ObservationWrapper):
 def for_sb3(env: gym.Env) -> gym.Env:
     """The env as stable-baselines3 expects it (numeric dict observations)."""
     return NumericInstruction(env)
+
+
+class ActionLatency(gym.Wrapper):
+    """Each action takes effect ``steps`` control steps after it is sent, as with a slow link to
+    the arm: step t applies the action sent at t - steps, the first ``steps`` steps a hold (no
+    motion, the gripper open, as the arm starts). The perturbation ``robotworld eval --perturb
+    latency=K`` applies."""
+
+    def __init__(self, env: gym.Env, steps: int) -> None:
+        if steps < 0:
+            raise ValueError(f"latency = {steps}: expected a whole number of control steps >= 0")
+        super().__init__(env)
+        self.steps = steps
+        self._queue: list[np.ndarray] = []
+
+    def reset(self, **kwargs):
+        hold = np.zeros(self.env.action_space.shape, np.float32)
+        hold[-1] = 1.0  # the gripper's open command
+        self._queue = [hold] * self.steps
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self._queue.append(np.asarray(action, np.float32))
+        return self.env.step(self._queue.pop(0))

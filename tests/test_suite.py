@@ -111,3 +111,50 @@ def test_report_merges_folders_and_compares_across_them(tmp_path):
         merge([str(tmp_path / "a"), str(tmp_path / "c")])
     with pytest.raises(ValueError, match="not an evaluation folder"):
         merge([str(tmp_path / "nothing")])
+
+
+@pytest.mark.parametrize("sim", ["mujoco", "pybullet"])
+def test_each_perturbation_changes_what_it_names(sim):
+    import numpy as np
+
+    import sims
+    from robotworld import perturb
+    from sims.physics import FLAT_TCP_POS
+    from sims.wrappers import ActionLatency
+
+    arms = {a.label: a for a in perturb.parse("size=1.3,distractors=2,obstacles=3,latency=2")}
+    base = sims.make_config("pick_place")
+    big = sims.make("pick_place", sim=sim, **arms["size=1.3"].overrides(base))
+    big.reset(seed=3)
+    lo, hi = base.object_half_size
+    assert all(1.3 * lo - 1e-9 <= o.half <= 1.3 * hi + 1e-9 for o in big.unwrapped.episode.objects)
+    assert max(o.half for o in big.unwrapped.episode.objects) > hi  # bigger than any the task draws
+    crowded = sims.make("pick_place", sim=sim, **arms["distractors=2"].overrides(base),
+                        **arms["obstacles=3"].overrides(base))
+    crowded.reset(seed=3)
+    assert len(crowded.unwrapped.episode.objects) == 3 and len(crowded.unwrapped.episode.obstacles) == 3
+    late = ActionLatency(sims.make("reach", sim=sim), arms["latency=2"].latency)
+    obs, _ = late.reset(seed=0)
+    start = obs["proprio"][FLAT_TCP_POS].copy()
+    move = np.array([1.0, 0, 0, 0, 1.0], np.float32)
+    for _ in range(2):  # the first two steps apply the hold sent before the episode
+        obs, *_ = late.step(move)
+    assert np.linalg.norm(obs["proprio"][FLAT_TCP_POS] - start) < 0.005
+    obs, *_ = late.step(move)
+    assert obs["proprio"][FLAT_TCP_POS][0] - start[0] > 0.01
+    for env in (big, crowded, late):
+        env.close()
+
+
+def test_perturbations_run_beside_the_nominal_arm_and_bad_ones_are_refused(tmp_path):
+    res = run_suite(Suite.parse("expert", "lift", "mujoco", 2, 0, {}, perturb="size=0.8:1.2"), str(tmp_path / "p"),
+                    _make, progress=False, argv=[])
+    assert [r["perturbation"] for r in res["runs"]] == ["nominal", "size=0.8", "size=1.2"]
+    assert {p["b"] for p in res["paired"]} == {"expert [nominal]"}
+    with pytest.raises(ValueError, match="perturbation size=1.5 on lift"):  # objects wider than the gripper
+        run_suite(Suite.parse("expert", "lift", "mujoco", 1, 0, {}, perturb="size=1.5"), str(tmp_path / "q"), _make)
+    assert not (tmp_path / "q").exists()
+    for text, match in (("mass=2", "not supported yet"), ("size=9", "expected a scale"), ("latency=x", "not a number"),
+                        ("color=1", "expected KEY=VALUE")):
+        with pytest.raises(ValueError, match=match):
+            Suite.parse("expert", "lift", "mujoco", 2, 0, {}, perturb=text)
