@@ -155,12 +155,14 @@ expert (privileged state) as the reference."""
 
 
 def paired(a: dict, b: dict) -> dict:
-    """Episodes solved by one of two runs on the same seeds and not by the other."""
-    sa = {e["seed"]: e["success"] for e in a["per_episode"]}
-    sb = {e["seed"]: e["success"] for e in b["per_episode"]}
-    seeds = sorted(set(sa) & set(sb))
-    return {"seeds": len(seeds), f"{b['policy']}_only": sum(sb[s] and not sa[s] for s in seeds),
-            f"{a['policy']}_only": sum(sa[s] and not sb[s] for s in seeds)}
+    """Episodes solved by one of two runs on the same seeds and not by the other (the pairing of
+    ``robotworld.suite``, with its interval and McNemar's p)."""
+    from robotworld.suite import pair_runs
+
+    p = pair_runs({}, a["policy"], b["policy"], {e["seed"]: e for e in a["per_episode"]},
+                  {e["seed"]: e for e in b["per_episode"]})
+    return {"seeds": p["seeds"], f"{b['policy']}_only": p["b_only"], f"{a['policy']}_only": p["a_only"],
+            "diff_ci95": p["diff_ci95"], "mcnemar_p": p["mcnemar_p"]}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

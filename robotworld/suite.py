@@ -169,7 +169,8 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             "mean_steps_to_success": (sum(r["steps"] for r in rows if r["success"]) / wins) if wins else None}
 
 
-def _pair(where: dict, a: str, b: str, ea: dict, eb: dict) -> dict | None:
+def pair_runs(where: dict, a: str, b: str, ea: dict, eb: dict) -> dict | None:
+    """Two runs' episodes by seed, compared on their common seeds (None when they share none)."""
     seeds = sorted(set(ea) & set(eb))
     if not seeds:
         return None
@@ -190,14 +191,14 @@ def compare(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     for (sim, task, arm) in dict.fromkeys((s, t, a) for s, t, _, a in by_run):
         names = [p for s, t, p, a in by_run if (s, t, a) == (sim, task, arm)]
         for a, b in combinations(names, 2):
-            pair = _pair({"sim": sim, "task": task, "perturbation": arm}, a, b, by_run[(sim, task, a, arm)],
+            pair = pair_runs({"sim": sim, "task": task, "perturbation": arm}, a, b, by_run[(sim, task, a, arm)],
                          by_run[(sim, task, b, arm)])
             if pair:
                 pairs.append(pair)
         if arm != "nominal":
             for p in names:
                 if (sim, task, p, "nominal") in by_run:
-                    pair = _pair({"sim": sim, "task": task, "perturbation": arm}, f"{p} [{arm}]", f"{p} [nominal]",
+                    pair = pair_runs({"sim": sim, "task": task, "perturbation": arm}, f"{p} [{arm}]", f"{p} [nominal]",
                                  by_run[(sim, task, p, arm)], by_run[(sim, task, p, "nominal")])
                     if pair:
                         pairs.append(pair)
@@ -290,14 +291,12 @@ def run_suite(suite: Suite, out: str, factory: Callable[[str], Any] = make_polic
     makes a policy (picklable when workers > 1)."""
     from tqdm import tqdm
 
+    import sims
     from robotworld.evaluation import read_paraphrases
     from robotworld.paths import writable_dir
 
     if workers < 1:
         raise ValueError(f"workers = {workers}: expected at least 1")
-
-    import sims
-
     for task in suite.tasks:  # every arm's task config checked before any episode
         base = sims.make_config(task, **suite.overrides)
         for arm in suite.arms().values():
